@@ -103,7 +103,19 @@ impl<'a> Options<'a> {
             parse::Root::Object(map, o) => node::Node::Obj(map, o),
             parse::Root::List(n) => n,
         };
-        resolve::Resolver::new(root, &*self.env).run(&origin)
+        let value = resolve::Resolver::new(root, &*self.env).run(&origin)?;
+        // Substitutions can copy objects into deeper places; keep the result within the same
+        // nesting bound as the text, so that everything we return can be written back.
+        if let Some(deep) = too_deep(&value, 0) {
+            return Err(Error::at(
+                deep.origin.clone(),
+                format!(
+                    "nesting deeper than {} levels after substitution",
+                    parse::MAX_DEPTH
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     /// Reads and parses a file.
@@ -130,5 +142,17 @@ impl<'a> Options<'a> {
             )
         })?;
         self.parse_str(&text, &source, path.parent())
+    }
+}
+
+/// The first value nested deeper than the parser allows, if any.
+fn too_deep(v: &Value, depth: usize) -> Option<&Value> {
+    if depth >= parse::MAX_DEPTH {
+        return Some(v);
+    }
+    match &v.kind {
+        Kind::Object(o) => o.values().find_map(|c| too_deep(c, depth + 1)),
+        Kind::List(l) => l.iter().find_map(|c| too_deep(c, depth + 1)),
+        _ => None,
     }
 }

@@ -15,7 +15,7 @@ use crate::path::parse_path;
 use crate::value::{Kind, Number, Origin, Value};
 
 /// Deeper nesting than this is refused instead of risking the stack.
-const MAX_DEPTH: usize = 200;
+pub(crate) const MAX_DEPTH: usize = 200;
 /// Includes deeper than this are refused (they are almost certainly a loop).
 const MAX_INCLUDE_DEPTH: usize = 32;
 
@@ -238,6 +238,12 @@ impl<'a> Parser<'a> {
     fn parse_assignment(&mut self, map: &mut NodeMap) -> Result<(), Error> {
         let key_origin = self.here();
         let keys = self.parse_key()?;
+        if self.depth + keys.len() > MAX_DEPTH {
+            return Err(Error::at(
+                key_origin.clone(),
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
+        }
         // pyhocon lets comments and newlines stand between a key and its separator.
         self.skip_separators(false);
         match self.peek() {
@@ -282,9 +288,19 @@ impl<'a> Parser<'a> {
         let mut keys = Vec::new();
         let mut cur = String::new();
         let mut cur_quoted = false;
+        // Spaces are kept inside a key (`my key`) but not around it or around its dots.
+        let mut pending_ws = String::new();
         loop {
             match self.peek() {
+                Some(c @ (' ' | '\t')) => {
+                    if !cur.is_empty() || cur_quoted {
+                        pending_ws.push(c);
+                    }
+                    self.pos += 1;
+                    continue;
+                }
                 Some('"') => {
+                    cur.push_str(&std::mem::take(&mut pending_ws));
                     let s = if self.starts_with("\"\"\"") {
                         self.parse_triple_quoted()?
                     } else {
@@ -295,6 +311,7 @@ impl<'a> Parser<'a> {
                 }
                 Some('.') => {
                     self.pos += 1;
+                    pending_ws.clear();
                     push_key(&mut keys, &mut cur, cur_quoted);
                     cur_quoted = false;
                 }
@@ -319,6 +336,7 @@ impl<'a> Parser<'a> {
                     )));
                 }
                 Some(c) => {
+                    cur.push_str(&std::mem::take(&mut pending_ws));
                     cur.push(c);
                     self.pos += 1;
                 }
@@ -873,6 +891,8 @@ fn finish_value(parts: Vec<Part>, origin: Origin) -> Result<Node, Error> {
 fn append_to(keys: &[String], value: Node, origin: Origin) -> Node {
     let list = match value {
         Node::List(..) => value,
+        // `a +=` with nothing after it appends nothing (an empty list entry is no entry)
+        other if is_empty_string(&other) => Node::List(Vec::new(), origin.clone()),
         other => Node::List(vec![other], origin.clone()),
     };
     Node::Concat(Concat {

@@ -62,17 +62,7 @@ pub fn quote_key_if_needed(key: &str) -> String {
     if safe {
         key.to_string()
     } else {
-        let mut out = String::from("\"");
-        for c in key.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
+        crate::render::quote_string(key)
     }
 }
 
