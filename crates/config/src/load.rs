@@ -264,10 +264,8 @@ fn apply_named_overrides(tree: &mut Value, env: &Env) -> Result<(), ConfigError>
 /// Values the Python agent fills in after loading.
 fn derive_defaults(tree: &mut Value) {
     let api_server = tree.get("api.api_server").cloned();
-    if let Some(server) = api_server.filter(|v| !v.is_null()) {
-        if tree.get("api.host").is_none() {
-            tree.set_keys(&["api", "host"], server);
-        }
+    if let Some(server) = api_server.filter(|v| !v.is_null() && tree.get("api.host").is_none()) {
+        tree.set_keys(&["api", "host"], server);
     }
     let empty = |v: Option<&Value>| v.is_none_or(|v| v.scalar_text().is_none_or(|s| s.is_empty()));
     if empty(tree.get("agent.worker_name")) {

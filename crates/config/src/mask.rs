@@ -217,11 +217,12 @@ pub fn mask_docker_args(args: &[String], secret_names: &[String]) -> Vec<String>
                     None => break,
                 },
             };
-            if let Some((name, _)) = text.split_once('=') {
-                if secret_names.iter().any(|s| s == name) {
-                    let prefix = &args[target][..args[target].len() - text.len()];
-                    out[target] = format!("{prefix}{name}=********");
-                }
+            if let Some((name, _)) = text
+                .split_once('=')
+                .filter(|(name, _)| secret_names.iter().any(|s| s == name))
+            {
+                let prefix = &args[target][..args[target].len() - text.len()];
+                out[target] = format!("{prefix}{name}=********");
             }
             i = target + 1;
             continue;

@@ -121,7 +121,7 @@ fn config_file_env_var_replaces_the_home_files_and_flag_beats_it() {
     let flag = home.write("flag.conf", "agent.worker_name: from-flag\n");
     let home = home.var("CLEARML_CONFIG_FILE", &custom.display().to_string());
     let c = home.load().expect("loads");
-    assert_eq!(c.files(), [custom.clone()]);
+    assert_eq!(c.files(), std::slice::from_ref(&custom));
     assert_eq!(
         c.agent().expect("agent").worker_name.as_deref(),
         Some("from-env-file")

@@ -96,12 +96,10 @@ pub(crate) fn expand_path(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Stri
                 }
                 (chars[i + 1..j].iter().collect::<String>(), j)
             };
-            if !name.is_empty() {
-                if let Some(v) = env(&name) {
-                    out.push_str(&v);
-                    i = end;
-                    continue;
-                }
+            if let Some(v) = (!name.is_empty()).then(|| env(&name)).flatten() {
+                out.push_str(&v);
+                i = end;
+                continue;
             }
         }
         out.push(chars[i]);

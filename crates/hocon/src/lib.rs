@@ -53,9 +53,12 @@ pub fn parse_file(path: &Path) -> Result<Value, Error> {
     Options::new().parse_file(path)
 }
 
+/// Reads an environment variable for a `${VAR}` fallback.
+type EnvFn<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 /// Parser settings: where `${VAR}` fallbacks come from.
 pub struct Options<'a> {
-    env: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    env: EnvFn<'a>,
 }
 
 impl Default for Options<'_> {

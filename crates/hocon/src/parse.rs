@@ -101,14 +101,9 @@ impl<'a> Parser<'a> {
     }
 
     fn starts_with(&self, s: &str) -> bool {
-        let mut i = self.pos;
-        for c in s.chars() {
-            if self.chars.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        (self.pos..)
+            .zip(s.chars())
+            .all(|(i, c)| self.chars.get(i) == Some(&c))
     }
 
     fn at_comment(&self) -> bool {
@@ -716,17 +711,16 @@ impl<'a> Parser<'a> {
         };
         let hi = hex4(self, self.pos)?;
         if (0xD800..0xDC00).contains(&hi) {
-            if self.chars.get(self.pos + 4) == Some(&'\\')
-                && self.chars.get(self.pos + 5) == Some(&'u')
-            {
-                if let Some(lo) = hex4(self, self.pos + 6) {
-                    if (0xDC00..0xE000).contains(&lo) {
-                        let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                        let ch = char::from_u32(cp)?;
-                        self.pos += 10;
-                        return Some(ch);
-                    }
-                }
+            let lo = (self.chars.get(self.pos + 4) == Some(&'\\')
+                && self.chars.get(self.pos + 5) == Some(&'u'))
+            .then(|| hex4(self, self.pos + 6))
+            .flatten()
+            .filter(|lo| (0xDC00..0xE000).contains(lo));
+            if let Some(lo) = lo {
+                let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                let ch = char::from_u32(cp)?;
+                self.pos += 10;
+                return Some(ch);
             }
             return None;
         }
