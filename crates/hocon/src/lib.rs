@@ -8,7 +8,7 @@
 //! each (`tools/pyhocon/gen_expected.py` regenerates it), and the tests compare.
 //!
 //! Design, in three steps:
-//! - [`parse`](crate::parse) reads characters into an unresolved tree, applying pyhocon's rules
+//! - `parse` reads characters into an unresolved tree, applying pyhocon's rules
 //!   for repeated keys (objects merge, the rest is replaced) as it goes;
 //! - `resolve` replaces substitutions lazily, handling forward references, self-references and
 //!   the environment fallback;

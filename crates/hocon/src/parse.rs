@@ -611,15 +611,11 @@ impl<'a> Parser<'a> {
                     Some(e) => {
                         self.pos += 2;
                         escaped = true;
-                        match e {
-                            '\\' => s.push('\\'),
-                            'n' => s.push('\n'),
-                            'r' => s.push('\r'),
-                            't' => s.push('\t'),
-                            '=' | '#' | '!' | '"' => s.push(e),
-                            other => {
+                        match simple_escape(e) {
+                            Some(c) => s.push(c),
+                            None => {
                                 s.push('\\');
-                                s.push(other);
+                                s.push(e);
                             }
                         }
                     }
@@ -670,16 +666,14 @@ impl<'a> Parser<'a> {
                         );
                     }
                     self.pos += 2;
+                    if let Some(c) = simple_escape(e) {
+                        s.push(c);
+                        continue;
+                    }
                     match e {
-                        '"' => s.push('"'),
-                        '\\' => s.push('\\'),
                         '/' => s.push('/'),
-                        'n' => s.push('\n'),
-                        'r' => s.push('\r'),
-                        't' => s.push('\t'),
                         'b' => s.push('\u{8}'),
                         'f' => s.push('\u{c}'),
-                        '=' | '#' | '!' => s.push(e),
                         'u' => match self.parse_unicode_escape() {
                             Some(ch) => s.push(ch),
                             None => s.push_str("\\u"),
@@ -831,6 +825,18 @@ impl<'a> Parser<'a> {
         }
         self.depth -= 1;
         Ok(Node::List(items, origin))
+    }
+}
+
+/// The escapes pyhocon decodes in quoted and unquoted text alike; others stay as written.
+fn simple_escape(e: char) -> Option<char> {
+    match e {
+        '\\' => Some('\\'),
+        'n' => Some('\n'),
+        'r' => Some('\r'),
+        't' => Some('\t'),
+        '=' | '#' | '!' | '"' => Some(e),
+        _ => None,
     }
 }
 
