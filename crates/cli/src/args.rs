@@ -37,6 +37,47 @@ pub struct Cli {
 pub enum Command {
     /// Check the configuration and print it (secrets hidden)
     Config(ConfigArgs),
+    /// Run the embedded ClearML-compatible server (API + files server, SQLite)
+    Server(ServerArgs),
+    /// Create, enqueue, abort and inspect tasks (what `clearml-task` does)
+    #[command(subcommand)]
+    Task(crate::task_cmds::TaskCommand),
+    /// Queues on the server
+    #[command(subcommand)]
+    Queue(crate::task_cmds::QueueCommand),
+    /// Workers on the server
+    #[command(subcommand)]
+    Worker(crate::task_cmds::WorkerCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (loopback unless told otherwise)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// API port
+    #[arg(long, default_value_t = 8008)]
+    pub port: u16,
+    /// Files server port
+    #[arg(long, default_value_t = 8081)]
+    pub files_port: u16,
+    /// Where the database and uploaded files live (default: ~/.clearml/server)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Accept this access key (with --secret-key); without keys, a pair is generated on first start
+    #[arg(long, requires = "secret_key", env = "CLEARML_SERVER_ACCESS_KEY")]
+    pub access_key: Option<String>,
+    /// The secret key that goes with --access-key
+    #[arg(
+        long,
+        requires = "access_key",
+        env = "CLEARML_SERVER_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+    /// Stop in-progress tasks that sent no report for this many seconds
+    #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
+    pub task_timeout: i64,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::CommandFactory;
 use clearml_config::{Config, Env, LoadOptions};
 
-use crate::args::{Cli, Command, ConfigArgs};
+use crate::args::{Cli, Command, ConfigArgs, ServerArgs};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -24,6 +24,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let opts = load_options(&cli)?;
     match command {
         Command::Config(args) => config(&opts, args),
+        Command::Server(args) => server(&opts, args),
+        Command::Task(c) => crate::task_cmds::run_task(&opts, c),
+        Command::Queue(c) => crate::task_cmds::run_queue(&opts, c),
+        Command::Worker(c) => crate::task_cmds::run_worker(&opts, c),
     }
 }
 
@@ -93,4 +97,77 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         clearml_hocon::render_properties(&masked)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `server`: run the embedded server until Ctrl-C or SIGTERM.
+fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = match &args.data_dir {
+        Some(d) => absolute(&expand_user(d, &opts.env))?,
+        None => Path::new(
+            opts.env
+                .get("HOME")
+                .context("HOME is not set; pass --data-dir")?,
+        )
+        .join(".clearml/server"),
+    };
+    let mut config = clearml_server::ServerConfig::new(data_dir.clone());
+    config.host = args.host.clone();
+    config.port = args.port;
+    config.files_port = args.files_port;
+    config.task_timeout_sec = args.task_timeout;
+    if let (Some(access_key), Some(secret_key)) = (&args.access_key, &args.secret_key) {
+        config.credential = Some(clearml_server::Credential {
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = clearml_server::Server::start(config).await?;
+        let api = format!("http://{}", server.api_addr());
+        let files = format!("http://{}", server.files_addr());
+        let c = server.credential();
+        if server.generated_credentials() {
+            println!("Created credentials (stored in {})", data_dir.display());
+        }
+        println!(
+            "ClearML-compatible server listening: API {api}, files {files}, data in {}\n\
+             Paste this into `clearml-agent init` (or put it in ~/clearml.conf):\n\n\
+             api {{\n    web_server: {api}\n    api_server: {api}\n    files_server: {files}\n    \
+             credentials {{\n        \"access_key\" = \"{}\"\n        \"secret_key\" = \"{}\"\n    }}\n}}\n",
+            data_dir.display(),
+            c.access_key,
+            c.secret_key
+        );
+        server.run_until(shutdown_signal()).await;
+        println!("server stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

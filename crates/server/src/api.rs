@@ -1,0 +1,156 @@
+//! Endpoint dispatch: `service.action` to the function that implements it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::req::Req;
+use crate::store::{Doc, Store};
+
+/// A call to run on the database thread.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Starts the thread that runs every API call, one at a time. SQLite has one writer anyway;
+/// feeding it from a queue avoids hundreds of blocking threads fighting over one lock.
+pub fn start_db_thread() -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new()
+        .name("clearml-db".into())
+        .spawn(move || {
+            for job in rx {
+                // A panic in one call must not take the server down with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the database thread: {e}");
+    }
+    tx
+}
+
+/// Everything an endpoint can use.
+pub struct Ctx {
+    /// Where calls run (see [`start_db_thread`]).
+    pub jobs: std::sync::mpsc::Sender<Job>,
+    pub store: Store,
+    pub auth: Auth,
+    /// Registered workers. Like the real server's Redis entries they expire and are not kept
+    /// across restarts: workers report every 30 s and re-register by themselves.
+    pub workers: Mutex<HashMap<String, Doc>>,
+    /// Wakes long-polling `queues.get_next_task` calls when a task is enqueued.
+    pub queue_changed: tokio::sync::Notify,
+    /// A worker is considered gone this long after its last report (the real default is 600 s).
+    pub worker_timeout_sec: i64,
+    /// `tasks.stop` stops a task at once when no worker reported on it for this long.
+    pub task_update_timeout_sec: i64,
+}
+
+impl Ctx {
+    pub fn user(&self) -> &str {
+        &self.auth.identity.user
+    }
+
+    pub fn company(&self) -> &str {
+        &self.auth.identity.company
+    }
+}
+
+/// Endpoints that answer without a token.
+pub fn is_public(endpoint: &str) -> bool {
+    matches!(
+        endpoint,
+        "debug.ping" | "server.info" | "auth.fixed_users_mode" | "login.supported_modes"
+    )
+}
+
+/// Runs one call. `None` means no such endpoint.
+pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
+    let (service, action) = endpoint.split_once('.')?;
+    match service {
+        "tasks" => crate::tasks::call(ctx, action, req),
+        "queues" => crate::queues::call(ctx, action, req),
+        "projects" => crate::projects::call(ctx, action, req),
+        "workers" => crate::workers::call(ctx, action, req),
+        "events" => crate::events::call(ctx, action, req),
+        "models" => crate::models::call(ctx, action, req),
+        "auth" | "server" | "debug" | "users" | "login" => misc(ctx, endpoint, req),
+        _ => None,
+    }
+}
+
+fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
+    let r = match endpoint {
+        "auth.login" => ctx.auth.issue().map(|t| json!({ "token": t })),
+        "auth.validate_token" => req.opt_str("token").map(|token| {
+            match ctx.auth.verify(token.unwrap_or_default()) {
+                Ok(c) => {
+                    json!({"valid": true, "user": c.identity.user, "company": c.identity.company})
+                }
+                Err(e) => json!({"valid": false, "msg": e.msg}),
+            }
+        }),
+        "auth.create_credentials" => ctx.store.write(|tx| {
+            let cred = crate::auth::Credential {
+                access_key: crate::auth::random_access_key(),
+                secret_key: crate::auth::random_token(50),
+            };
+            let mut all: Vec<crate::auth::Credential> = match tx.meta("credentials")? {
+                Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            all.push(cred.clone());
+            let text =
+                serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
+            tx.set_meta("credentials", &text)?;
+            Ok(json!({"credentials": {
+                "access_key": cred.access_key,
+                "secret_key": cred.secret_key,
+                "label": req.opt_str("label")?.unwrap_or_default(),
+            }}))
+        }),
+        "auth.get_credentials" => Ok(json!({
+            "credentials": ctx.auth.credentials().iter()
+                .map(|c| json!({"access_key": c.access_key}))
+                .collect::<Vec<_>>()
+        })),
+        "auth.fixed_users_mode" => Ok(json!({"enabled": false, "guest": {"enabled": false}})),
+        "login.supported_modes" => Ok(json!({
+            "authentication": {"fixed_users": false},
+            "server_errors": {"missed_es_upgrade": false, "es_connection_error": false},
+        })),
+        "server.info" => Ok(json!({
+            "version": crate::auth::SERVER_VERSION,
+            "build": "embedded",
+            "commit": env!("CARGO_PKG_VERSION"),
+            "uid": ctx.company(),
+            "api_version": crate::auth::API_VERSION,
+        })),
+        "debug.ping" => {
+            let mut out = req.body.clone();
+            out.insert("msg".into(), Value::String("ClearML server".into()));
+            Ok(Value::Object(out))
+        }
+        "users.get_current_user" => Ok(json!({
+            "user": {
+                "id": ctx.user(),
+                "name": ctx.auth.identity.user_name,
+                "given_name": "ClearML",
+                "family_name": "Agent",
+                "company": {"id": ctx.company(), "name": ctx.auth.identity.company_name},
+                "role": ctx.auth.identity.role,
+                "created": "2024-01-01T00:00:00+00:00",
+                "preferences": {},
+            },
+            "getting_started": {},
+            "settings": {"max_download_items": 1000},
+        })),
+        "users.get_all" => Ok(json!({
+            "users": [{"id": ctx.user(), "name": ctx.auth.identity.user_name, "company": ctx.company()}]
+        })),
+        _ => return None,
+    };
+    Some(r)
+}
