@@ -19,6 +19,7 @@ pub mod files;
 mod http;
 mod models;
 mod projects;
+mod query;
 mod queues;
 mod req;
 mod store;

@@ -316,17 +316,7 @@ fn create(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         ));
     }
     let id = new_id();
-    let now = now_iso();
-    let mut model = Map::new();
-    model.insert("id".into(), json!(id));
-    model.insert("user".into(), json!(ctx.user()));
-    model.insert("company".into(), json!(ctx.company()));
-    model.insert("created".into(), json!(now));
-    model.insert("last_update".into(), json!(now));
-    model.insert("last_change".into(), json!(now));
-    model.insert("last_changed_by".into(), json!(ctx.user()));
-    model.insert("tags".into(), json!([]));
-    model.insert("system_tags".into(), json!([]));
+    let mut model = base_model(ctx, &id);
     model.insert("design".into(), json!({}));
     model.insert("labels".into(), json!({}));
     model.insert("metadata".into(), json!({}));
@@ -339,53 +329,20 @@ fn create(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     Ok(json!({"id": id, "created": true}))
 }
 
-/// Does a document value match a list filter? Plain values are alternatives; `-x` and
-/// `__$not x` exclude; after `__$all` (or `__$and`) every following value is required.
-fn matches_list(value: Option<&Value>, wanted: &[String]) -> bool {
-    let have: Vec<&str> = match value {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        Some(Value::String(s)) => vec![s.as_str()],
-        _ => Vec::new(),
-    };
-    let (mut any, mut all, mut none) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut require_all, mut negate) = (false, false);
-    for w in wanted {
-        match w.as_str() {
-            "__$all" | "__$and" => require_all = true,
-            "__$any" | "__$or" => require_all = false,
-            "__$not" => negate = true,
-            w => {
-                if negate || (w.len() > 1 && w.starts_with('-')) {
-                    none.push(if negate { w } else { &w[1..] });
-                } else if require_all {
-                    all.push(w);
-                } else {
-                    any.push(w);
-                }
-                negate = false;
-            }
-        }
-    }
-    !none.iter().any(|n| have.contains(n))
-        && all.iter().all(|a| have.contains(a))
-        && (any.is_empty() || any.iter().any(|a| have.contains(a)))
-}
-
-/// Python-style ordering of JSON values for `order_by`: missing and null first.
-fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
-        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
-        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
-        (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
-        (None | Some(Value::Null), _) => Ordering::Less,
-        (_, None | Some(Value::Null)) => Ordering::Greater,
-        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
-    }
+/// The fields every new model starts with: identity, owner, times, empty tags.
+fn base_model(ctx: &Ctx, id: &str) -> Doc {
+    let now = now_iso();
+    let mut model = Map::new();
+    model.insert("id".into(), json!(id));
+    model.insert("user".into(), json!(ctx.user()));
+    model.insert("company".into(), json!(ctx.company()));
+    model.insert("created".into(), json!(now));
+    model.insert("last_update".into(), json!(now));
+    model.insert("last_change".into(), json!(now));
+    model.insert("last_changed_by".into(), json!(ctx.user()));
+    model.insert("tags".into(), json!([]));
+    model.insert("system_tags".into(), json!([]));
+    model
 }
 
 /// `get_all`: filters (`id`, `name`/`comment` regex, list fields, `ready`, `metadata.*`),
@@ -414,7 +371,7 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         "parent",
     ] {
         if let Some(wanted) = req.str_list(field)?.filter(|w| !w.is_empty()) {
-            models.retain(|m| matches_list(m.get(field), &wanted));
+            models.retain(|m| crate::query::matches_list(m.get(field), &wanted));
         }
     }
     if let Some(ready) = req.get("ready") {
@@ -423,36 +380,11 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     }
     for (key, _) in req.body.iter().filter(|(k, _)| k.starts_with("metadata.")) {
         if let Some(wanted) = req.str_list(key)?.filter(|w| !w.is_empty()) {
-            models.retain(|m| matches_list(get_path(m, key), &wanted));
+            models.retain(|m| crate::query::matches_list(get_path(m, key), &wanted));
         }
     }
 
-    let order = req.str_list("order_by")?.unwrap_or_default();
-    if !order.is_empty() {
-        models.sort_by(|a, b| {
-            for key in &order {
-                let (desc, key) = match key.strip_prefix('-') {
-                    Some(k) => (true, k),
-                    None => (false, key.as_str()),
-                };
-                let ord = compare(get_path(a, key), get_path(b, key));
-                let ord = if desc { ord.reverse() } else { ord };
-                if ord.is_ne() {
-                    return ord;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
-    }
-    let page_size = req.i64_opt("page_size")?.unwrap_or(500).max(1) as usize;
-    let page = req.i64_opt("page")?.unwrap_or(0).max(0) as usize;
-    let only = req.str_list("only_fields")?;
-    let out: Vec<Value> = models
-        .iter()
-        .skip(page.saturating_mul(page_size))
-        .take(page_size)
-        .map(|m| Value::Object(project(m, only.as_deref())))
-        .collect();
+    let out = crate::query::order_page_project(models, req)?;
     Ok(json!({ "models": out }))
 }
 
@@ -598,17 +530,7 @@ fn update_for_task(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiEr
             return Ok(json!({"id": id, "created": false, "updated": 1, "fields": fields}));
         }
         let id = new_id();
-        let now = now_iso();
-        let mut model = Map::new();
-        model.insert("id".into(), json!(id));
-        model.insert("user".into(), json!(ctx.user()));
-        model.insert("company".into(), json!(ctx.company()));
-        model.insert("created".into(), json!(now));
-        model.insert("last_update".into(), json!(now));
-        model.insert("last_change".into(), json!(now));
-        model.insert("last_changed_by".into(), json!(ctx.user()));
-        model.insert("tags".into(), json!([]));
-        model.insert("system_tags".into(), json!([]));
+        let mut model = base_model(ctx, &id);
         model.insert("metadata".into(), json!({}));
         model.insert("task".into(), json!(task_id));
         if let Some(p) = str_of(&task, "project") {

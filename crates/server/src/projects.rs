@@ -154,5 +154,5 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
             .is_some_and(|t| t.iter().any(|s| s == "hidden"));
         search_hidden || !hidden
     });
-    Ok(json!({ "projects": crate::tasks::order_page_project(docs, req)? }))
+    Ok(json!({ "projects": crate::query::order_page_project(docs, req)? }))
 }

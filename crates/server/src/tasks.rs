@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::api::Ctx;
 use crate::error::ApiError;
 use crate::queues;
-use crate::req::{Req, get_path, new_id, now_iso, project, regex_search, set_path};
+use crate::req::{Req, get_path, new_id, now_iso, regex_search, set_path};
 use crate::store::{Doc, Tx};
 
 const KIND: &str = "tasks";
@@ -1042,71 +1042,6 @@ fn edit_configuration(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     Ok(json!({"updated": 1}))
 }
 
-/// Does `doc[field]` match one of the values of a list filter? A `-x` value excludes.
-fn matches_list(value: Option<&Value>, wanted: &[String]) -> bool {
-    let (exclude, include): (Vec<&String>, Vec<&String>) = wanted
-        .iter()
-        .partition(|w| w.starts_with('-') && w.len() > 1);
-    let values: Vec<String> = match value {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Null) | None => vec![],
-        Some(other) => vec![other.to_string()],
-    };
-    if exclude.iter().any(|e| values.iter().any(|v| v == &e[1..])) {
-        return false;
-    }
-    include.is_empty() || include.iter().any(|i| values.iter().any(|v| v == *i))
-}
-
-/// Sorting, paging and projection shared by the `get_all` endpoints.
-pub fn order_page_project(mut docs: Vec<Doc>, req: &Req) -> Result<Vec<Value>, ApiError> {
-    let order = req.str_list("order_by")?.unwrap_or_default();
-    if !order.is_empty() {
-        docs.sort_by(|a, b| {
-            for key in &order {
-                let (desc, key) = match key.strip_prefix('-') {
-                    Some(k) => (true, k),
-                    None => (false, key.as_str()),
-                };
-                let ord = compare_values(get_path(a, key), get_path(b, key));
-                let ord = if desc { ord.reverse() } else { ord };
-                if ord != std::cmp::Ordering::Equal {
-                    return ord;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
-    }
-    let page_size = req.i64_opt("page_size")?.unwrap_or(500).clamp(1, 10_000) as usize;
-    let page = req.i64_opt("page")?.unwrap_or(0).max(0) as usize;
-    let only = req.str_list("only_fields")?;
-    Ok(docs
-        .into_iter()
-        .skip(page.saturating_mul(page_size))
-        .take(page_size)
-        .map(|d| Value::Object(project(&d, only.as_deref())))
-        .collect())
-}
-
-fn compare_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
-        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
-        (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
-        (None | Some(Value::Null), _) => Ordering::Less,
-        (_, None | Some(Value::Null)) => Ordering::Greater,
-        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
-    }
-}
-
 fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let ids = req.str_list("id")?;
     let search_hidden = req.bool_or("search_hidden", false)? || ids.is_some();
@@ -1146,9 +1081,9 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         }
         list_filters
             .iter()
-            .all(|(f, wanted)| matches_list(get_path(t, f), wanted))
+            .all(|(f, wanted)| crate::query::matches_list(get_path(t, f), wanted))
     });
-    Ok(json!({ "tasks": order_page_project(docs, req)? }))
+    Ok(json!({ "tasks": crate::query::order_page_project(docs, req)? }))
 }
 
 /// The non-responsive task watchdog: tasks left `in_progress` without any report for
