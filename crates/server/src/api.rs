@@ -92,25 +92,29 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
                 Err(e) => json!({"valid": false, "msg": e.msg}),
             }
         }),
-        "auth.create_credentials" => ctx.store.write(|tx| {
-            let cred = crate::auth::Credential {
-                access_key: crate::auth::random_access_key(),
-                secret_key: crate::auth::random_token(50),
-            };
-            let mut all: Vec<crate::auth::Credential> = match tx.meta("credentials")? {
-                Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-                None => Vec::new(),
-            };
-            all.push(cred.clone());
-            let text =
-                serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
-            tx.set_meta("credentials", &text)?;
-            Ok(json!({"credentials": {
-                "access_key": cred.access_key,
-                "secret_key": cred.secret_key,
-                "label": req.opt_str("label")?.unwrap_or_default(),
-            }}))
-        }),
+        "auth.create_credentials" => ctx
+            .store
+            .write(|tx| {
+                let cred = crate::auth::Credential {
+                    access_key: crate::auth::random_access_key(),
+                    secret_key: crate::auth::random_token(50),
+                };
+                let mut all = ctx.auth.credentials();
+                all.push(cred.clone());
+                let text =
+                    serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
+                tx.set_meta("credentials", &text)?;
+                Ok(cred)
+            })
+            .and_then(|cred| {
+                // Only after the commit: a key that was not stored must not work either.
+                ctx.auth.add_credential(cred.clone());
+                Ok(json!({"credentials": {
+                    "access_key": cred.access_key,
+                    "secret_key": cred.secret_key,
+                    "label": req.opt_str("label")?.unwrap_or_default(),
+                }}))
+            }),
         "auth.get_credentials" => Ok(json!({
             "credentials": ctx.auth.credentials().iter()
                 .map(|c| json!({"access_key": c.access_key}))

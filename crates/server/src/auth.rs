@@ -51,7 +51,8 @@ pub struct Credential {
 #[derive(Clone)]
 pub struct Auth {
     secret: Vec<u8>,
-    credentials: Vec<Credential>,
+    /// Shared so that keys made by `auth.create_credentials` work at once.
+    credentials: std::sync::Arc<std::sync::RwLock<Vec<Credential>>>,
     pub identity: Identity,
 }
 
@@ -105,7 +106,7 @@ impl Auth {
             }
             Ok(Auth {
                 secret: secret.into_bytes(),
-                credentials,
+                credentials: std::sync::Arc::new(std::sync::RwLock::new(credentials)),
                 identity: Identity {
                     user,
                     company,
@@ -117,8 +118,20 @@ impl Auth {
         })
     }
 
-    pub fn credentials(&self) -> &[Credential] {
-        &self.credentials
+    /// The key pairs that may log in.
+    pub fn credentials(&self) -> Vec<Credential> {
+        self.credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Accepts another key pair from now on (it is already stored by the caller).
+    pub fn add_credential(&self, c: Credential) {
+        self.credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(c);
     }
 
     /// A new token for the identity.
@@ -177,6 +190,8 @@ impl Auth {
             })?;
             if self
                 .credentials
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
                 .any(|c| c.access_key == key && constant_eq(&c.secret_key, secret))
             {

@@ -511,3 +511,28 @@ async fn watchdog_stops_silent_tasks() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn created_credentials_work_at_once() {
+    let api = start().await;
+    let c = api
+        .ok("auth.create_credentials", json!({"label": "ci"}))
+        .await;
+    let key = c["credentials"]["access_key"].as_str().expect("key");
+    let secret = c["credentials"]["secret_key"].as_str().expect("secret");
+    assert_eq!(key.len(), 30);
+    let r = api
+        .http
+        .get(format!("{}/auth.login", api.base))
+        .basic_auth(key, Some(secret))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let listed = api.ok("auth.get_credentials", json!({})).await;
+    assert!(listed.to_string().contains(key));
+    assert!(
+        !listed.to_string().contains(secret),
+        "secrets are never listed"
+    );
+}
