@@ -158,3 +158,21 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
     };
     Some(r)
 }
+
+/// A context over a fresh database in a temporary folder, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_ctx() -> (tempfile::TempDir, Ctx) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("db.sqlite3")).expect("store");
+    let auth = Auth::load(&store, None).expect("auth");
+    let ctx = Ctx {
+        jobs: start_db_thread(),
+        store,
+        auth,
+        workers: Mutex::new(HashMap::new()),
+        queue_changed: tokio::sync::Notify::new(),
+        worker_timeout_sec: 600,
+        task_update_timeout_sec: 600,
+    };
+    (dir, ctx)
+}

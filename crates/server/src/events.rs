@@ -1536,28 +1536,13 @@ fn clear_task_log(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
 
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::store::Store;
 
     fn setup() -> (tempfile::TempDir, Ctx) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite3")).unwrap();
-        let auth = crate::auth::Auth::load(&store, None).unwrap();
-        let ctx = Ctx {
-            jobs: crate::api::start_db_thread(),
-            store,
-            auth,
-            workers: Mutex::new(HashMap::new()),
-            queue_changed: tokio::sync::Notify::new(),
-            worker_timeout_sec: 600,
-            task_update_timeout_sec: 600,
-        };
-        (dir, ctx)
+        crate::api::test_ctx()
     }
 
     fn put_task(ctx: &Ctx, id: &str, status: &str) {
