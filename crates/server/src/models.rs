@@ -761,16 +761,9 @@ fn set_system_tag(
     on: bool,
 ) -> Result<bool, ApiError> {
     let mut model = load(tx, id)?;
-    let mut tags: BTreeSet<String> = model
-        .get("system_tags")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut tags: BTreeSet<String> = crate::req::doc_strings(&model, "system_tags")
+        .into_iter()
+        .collect();
     let changed = if on {
         tags.insert(tag.to_string())
     } else {
@@ -797,16 +790,9 @@ fn update_tags(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError>
     let mut updated = 0;
     for id in &ids {
         let mut model = load(tx, id)?;
-        let mut tags: BTreeSet<String> = model
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut tags: BTreeSet<String> = crate::req::doc_strings(&model, "tags")
+            .into_iter()
+            .collect();
         tags.extend(add.iter().cloned());
         tags.retain(|t| !remove.contains(t));
         model.insert("tags".into(), json!(tags.into_iter().collect::<Vec<_>>()));

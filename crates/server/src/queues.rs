@@ -388,16 +388,7 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let search_hidden = req.bool_or("search_hidden", false)? || ids.is_some() || name.is_some();
     let mut docs = tx.all(KIND)?;
     docs.retain(|q| {
-        let get_list = |k: &str| -> Vec<String> {
-            q.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let get_list = |k: &str| crate::req::doc_strings(q, k);
         let id = q.get("id").and_then(Value::as_str).unwrap_or_default();
         if ids.as_ref().is_some_and(|ids| !ids.iter().any(|i| i == id)) {
             return false;

@@ -164,6 +164,19 @@ pub fn set_path(doc: &mut Doc, path: &str, value: Value) {
     cur.insert(last.to_string(), value);
 }
 
+/// The strings of a list field of a document (`tags`, `system_tags`); other items are skipped,
+/// a missing or non-list field is empty.
+pub fn doc_strings(doc: &Doc, key: &str) -> Vec<String> {
+    doc.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `only_fields` projection: the listed dotted paths (and `id`).
 pub fn project(doc: &Doc, only_fields: Option<&[String]>) -> Doc {
     let Some(fields) = only_fields.filter(|f| !f.is_empty()) else {

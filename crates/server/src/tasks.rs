@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::api::Ctx;
 use crate::error::ApiError;
 use crate::queues;
-use crate::req::{Req, get_path, new_id, now_iso, regex_search, set_path};
+use crate::req::{Req, doc_strings, get_path, new_id, now_iso, regex_search, set_path};
 use crate::store::{Doc, Tx};
 
 const KIND: &str = "tasks";
@@ -121,17 +121,6 @@ fn status_of(t: &Doc) -> &str {
     t.get("status").and_then(Value::as_str).unwrap_or("created")
 }
 
-fn str_list(t: &Doc, key: &str) -> Vec<String> {
-    t.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The real server's transition table (apiserver/bll/task/utils.py). Same-status moves are
 /// allowed; `force` skips the check.
 fn allowed(from: &str, to: &str) -> bool {
@@ -192,7 +181,7 @@ pub fn change_status(
             fields.insert("published".into(), json!(now));
         }
         "queued" => {
-            let tags: Vec<String> = str_list(t, "system_tags")
+            let tags: Vec<String> = doc_strings(t, "system_tags")
                 .into_iter()
                 .filter(|s| s != "development")
                 .collect();
@@ -416,7 +405,7 @@ fn stop(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         .opt_str("status_reason")?
         .unwrap_or_default()
         .to_string();
-    let development = str_list(&t, "system_tags")
+    let development = doc_strings(&t, "system_tags")
         .iter()
         .any(|s| s == "development");
     let last_worker = t
@@ -641,7 +630,7 @@ fn clone(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         exec.insert("artifacts".into(), Value::Array(inputs));
         t.insert("execution".into(), Value::Object(exec));
     }
-    let tags: Vec<String> = str_list(&src, "system_tags")
+    let tags: Vec<String> = doc_strings(&src, "system_tags")
         .into_iter()
         .filter(|s| s != "development" && s != "archived")
         .collect();
@@ -692,7 +681,9 @@ fn clone(ctx: &Ctx, tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
 fn delete(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let t = load(tx, req.str("task")?)?;
     let force = req.bool_or("force", false)?;
-    let archived = str_list(&t, "system_tags").iter().any(|s| s == "archived");
+    let archived = doc_strings(&t, "system_tags")
+        .iter()
+        .any(|s| s == "archived");
     if !force && !archived && !matches!(status_of(&t), "created") {
         return Err(ApiError::new(
             400,
@@ -1070,7 +1061,7 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         None => tx.all(KIND)?,
     };
     docs.retain(|t| {
-        if !search_hidden && str_list(t, "system_tags").iter().any(|s| s == "hidden") {
+        if !search_hidden && doc_strings(t, "system_tags").iter().any(|s| s == "hidden") {
             return false;
         }
         if let Some(pattern) = name {
