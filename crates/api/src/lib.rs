@@ -102,6 +102,12 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// What a request carries.
+enum Body {
+    Json(Value),
+    Lines(String),
+}
+
 pub struct Client {
     http: reqwest::Client,
     config: ClientConfig,
@@ -151,7 +157,12 @@ impl Client {
             self.config.access_key, self.config.secret_key
         ));
         let data = self
-            .send_with_retries("auth.login", &json!({}), &format!("Basic {basic}"), false)
+            .send_with_retries(
+                "auth.login",
+                &Body::Json(json!({})),
+                &format!("Basic {basic}"),
+                false,
+            )
             .await?;
         let value = data
             .get("token")
@@ -178,6 +189,21 @@ impl Client {
 
     /// Calls `endpoint` with `body`; returns the envelope's `data`.
     pub async fn call(&self, endpoint: &str, body: Value) -> Result<Value, ApiError> {
+        self.call_body(endpoint, Body::Json(body)).await
+    }
+
+    /// Calls a batch endpoint (`events.add_batch`) with one JSON object per line
+    /// (`Content-Type: application/json-lines`), as the Python clients send events.
+    pub async fn call_lines(&self, endpoint: &str, lines: &[Value]) -> Result<Value, ApiError> {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        self.call_body(endpoint, Body::Lines(text)).await
+    }
+
+    async fn call_body(&self, endpoint: &str, body: Body) -> Result<Value, ApiError> {
         let token = self.token().await?;
         match self
             .send_with_retries(endpoint, &body, &format!("Bearer {token}"), true)
@@ -198,7 +224,7 @@ impl Client {
     async fn send_with_retries(
         &self,
         endpoint: &str,
-        body: &Value,
+        body: &Body,
         authorization: &str,
         versioned: bool,
     ) -> Result<Value, ApiError> {
@@ -218,8 +244,13 @@ impl Client {
             let mut request = self
                 .http
                 .request(method, &url)
-                .header("Authorization", authorization)
-                .json(body);
+                .header("Authorization", authorization);
+            request = match body {
+                Body::Json(v) => request.json(v),
+                Body::Lines(text) => request
+                    .header("Content-Type", "application/json-lines")
+                    .body(text.clone()),
+            };
             if let Some(w) = &self.config.worker {
                 request = request
                     .header("X-ClearML-Worker", w)

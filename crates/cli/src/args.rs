@@ -35,6 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Set up ~/clearml.conf: paste credentials, hosts, git and package index settings
+    Init(crate::init::InitArgs),
     /// Check the configuration and print it (secrets hidden)
     Config(ConfigArgs),
     /// Run the embedded ClearML-compatible server (API + files server, SQLite)

@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let opts = load_options(&cli)?;
     match command {
         Command::Config(args) => config(&opts, args),
+        Command::Init(args) => crate::init::run(&opts, args),
         Command::Server(args) => server(&opts, args),
         Command::Task(c) => crate::task_cmds::run_task(&opts, c),
         Command::Queue(c) => crate::task_cmds::run_queue(&opts, c),

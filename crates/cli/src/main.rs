@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod init;
 mod task_cmds;
 
 use std::process::ExitCode;
