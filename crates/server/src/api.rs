@@ -131,6 +131,8 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             "commit": env!("CARGO_PKG_VERSION"),
             "uid": ctx.company(),
             "api_version": crate::auth::API_VERSION,
+            // Our extension: `queues.get_next_task` takes `wait_ms` and a `queues` list.
+            "long_poll": true,
         })),
         "debug.ping" => {
             let mut out = req.body.clone();

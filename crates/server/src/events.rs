@@ -268,6 +268,8 @@ fn add_events(ctx: &Ctx, mut events: Vec<Doc>, worker: Option<&str>) -> Result<V
         let mut iter_max: HashMap<&Owner, i64> = HashMap::new();
         let mut scalars: HashMap<&Owner, BTreeMap<(String, String), ScalarAgg>> = HashMap::new();
         let mut used: Vec<&Owner> = Vec::new();
+        let mut this_request: std::collections::HashSet<(String, i64, Option<String>)> =
+            std::collections::HashSet::new();
         for p in &prepared {
             if !used.contains(&&p.owner) {
                 used.push(&p.owner);
@@ -291,6 +293,29 @@ fn add_events(ctx: &Ctx, mut events: Vec<Doc>, worker: Option<&str>) -> Result<V
                     .entry((metric.to_string(), variant.to_string()))
                     .and_modify(|a| a.add(value, iter, p.ts, label.clone()))
                     .or_insert_with(|| ScalarAgg::new(metric, variant, value, iter, p.ts, label));
+            }
+            // Log lines carry the sender's timestamps; an identical line at the same instant
+            // is a retransmission (the agent resends a batch whose reply it never got).
+            // Identical lines within one request are the sender's own repeats and all kept.
+            let line_key = (
+                p.owner.1.clone(),
+                p.ts,
+                p.doc.get("msg").and_then(Value::as_str).map(str::to_string),
+            );
+            if p.kind == LOG
+                && !this_request.contains(&line_key)
+                && tx.has_event_like(
+                    &p.owner.1,
+                    LOG,
+                    p.ts,
+                    &p.doc,
+                    &["msg", "worker", "level", "metric", "variant"],
+                )?
+            {
+                continue;
+            }
+            if p.kind == LOG {
+                this_request.insert(line_key);
             }
             tx.add_event(&p.owner.1, &p.kind, p.ts, &p.doc)?;
         }
@@ -1668,6 +1693,27 @@ mod tests {
         let scalars = ctx.store.write(|tx| tx.events("t1", Some(SCALAR))).unwrap();
         assert!(scalars[0].get("method").is_none());
         assert!(scalars[0].get("allow_locked").is_none());
+    }
+
+    #[test]
+    fn a_resent_log_batch_is_stored_once() {
+        let (_d, ctx) = setup();
+        put_task(&ctx, "t", "in_progress");
+        let batch = vec![
+            log("t", "same", 5),
+            log("t", "same", 5),
+            log("t", "other", 6),
+        ];
+        // The sender's own repeats within one request are all kept...
+        assert_eq!(ok(&ctx, "add_batch", lines(batch.clone()))["added"], 3);
+        // ...and sending the very same request again adds nothing.
+        assert_eq!(ok(&ctx, "add_batch", lines(batch))["added"], 3);
+        let events = ctx.store.write(|tx| tx.events("t", Some("log"))).unwrap();
+        assert_eq!(events.len(), 3);
+        // A line with a new timestamp is new.
+        ok(&ctx, "add_batch", lines(vec![log("t", "same", 7)]));
+        let events = ctx.store.write(|tx| tx.events("t", Some("log"))).unwrap();
+        assert_eq!(events.len(), 4);
     }
 
     #[test]

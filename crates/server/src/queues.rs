@@ -52,6 +52,34 @@ pub fn call(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError
             }
             r
         }
+        "move_task_to_front" | "move_task_to_back" => ctx.store.write(|tx| {
+            let queue = req.str("queue")?;
+            let task = req.str("task")?;
+            let mut q = load(tx, queue)?;
+            let mut e = entries(&q);
+            let Some(at) = e
+                .iter()
+                .position(|x| x.get("task").and_then(Value::as_str) == Some(task))
+            else {
+                return Err(ApiError::new(
+                    400,
+                    703,
+                    format!("Task not found in queue: task={task}, queue={queue}"),
+                ));
+            };
+            let entry = e.remove(at);
+            let position = if action == "move_task_to_front" {
+                e.insert(0, entry);
+                0
+            } else {
+                e.push(entry);
+                e.len() - 1
+            };
+            q.insert("entries".into(), Value::Array(e));
+            q.insert("last_update".into(), json!(now_iso()));
+            tx.put(KIND, queue, &q)?;
+            Ok(json!({"position": position}))
+        }),
         "remove_task" => ctx.store.write(|tx| {
             let queue = req.str("queue")?;
             let task = req.str("task")?;
@@ -341,9 +369,26 @@ fn restore_status(tx: &mut Tx<'_>, task: &str) -> Result<(), ApiError> {
     crate::tasks::save(tx, &t)
 }
 
-/// Pops the head of a queue. With `task`, only when that task is at the head.
+/// Pops the head of a queue. With `task`, only when that task is at the head. With
+/// `queues` (our extension, used by the Rust agent's long-poll), the first non-empty queue of
+/// that list in order is popped and named in the answer's `queue`.
 fn get_next_task(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
-    let id = req.str("queue")?;
+    let mut id = req.str("queue")?.to_string();
+    if let Some(list) = req.str_list("queues")? {
+        let mut found = None;
+        for q in &list {
+            let queue = load(tx, q)?;
+            if !entries(&queue).is_empty() {
+                found = Some(q.clone());
+                break;
+            }
+        }
+        match found {
+            Some(q) => id = q,
+            None => return Ok(json!({})),
+        }
+    }
+    let id = id.as_str();
     let mut q = load(tx, id)?;
     let mut e = entries(&q);
     let Some(head) = e.first().cloned() else {
@@ -363,7 +408,7 @@ fn get_next_task(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     q.insert("entries".into(), Value::Array(e));
     q.insert("last_update".into(), json!(now_iso()));
     tx.put(KIND, id, &q)?;
-    let mut out = json!({ "entry": head });
+    let mut out = json!({ "entry": head, "queue": id });
     if let Some(mut t) = tx.get("tasks", &task)? {
         // A task stopped while queued is put back to queued, as the real server does.
         if t.get("status").and_then(Value::as_str) == Some("stopped") {

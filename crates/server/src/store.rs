@@ -48,6 +48,7 @@ impl Store {
                  doc   TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS events_by_task ON events (task, type, seq);
+             CREATE INDEX IF NOT EXISTS events_by_time ON events (task, type, ts);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         Ok(Store {
@@ -160,6 +161,36 @@ impl Tx<'_> {
             )
             .map_err(ApiError::db)?;
         Ok(())
+    }
+
+    /// Whether an event of this type with this timestamp and the same values of `fields` is
+    /// already stored: a resent batch (the reply to the first send was lost) must not add
+    /// its lines twice.
+    pub fn has_event_like(
+        &self,
+        task: &str,
+        kind: &str,
+        ts: i64,
+        doc: &Doc,
+        fields: &[&str],
+    ) -> Result<bool, ApiError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT doc FROM events WHERE task = ?1 AND type = ?2 AND ts = ?3")
+            .map_err(ApiError::db)?;
+        let rows = stmt
+            .query_map(params![task, kind, ts], |r| r.get::<_, String>(0))
+            .map_err(ApiError::db)?;
+        for row in rows {
+            let text = row.map_err(ApiError::db)?;
+            let Ok(other) = serde_json::from_str::<Doc>(&text) else {
+                continue;
+            };
+            if fields.iter().all(|f| other.get(*f) == doc.get(*f)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Events of a task (optionally of one type), in the order they were added.

@@ -377,6 +377,80 @@ async fn long_poll_returns_as_soon_as_a_task_is_enqueued() {
 }
 
 #[tokio::test]
+async fn next_task_over_several_queues_and_reordering() {
+    let api = start().await;
+    let high = api.default_queue().await;
+    let low = api.ok("queues.create", json!({"name": "low-queue"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let info = api.ok("server.info", json!({})).await;
+    assert_eq!(info["long_poll"], true);
+    let a = api.task("low one").await;
+    let b = api.task("high one").await;
+    api.ok("tasks.enqueue", json!({"task": a, "queue": low}))
+        .await;
+    api.ok("tasks.enqueue", json!({"task": b, "queue": high}))
+        .await;
+    // The list is a priority order: the first non-empty queue wins and is named.
+    let r = api
+        .ok(
+            "queues.get_next_task",
+            json!({"queue": high, "queues": [high, low], "wait_ms": 0}),
+        )
+        .await;
+    assert_eq!(
+        (r["entry"]["task"].clone(), r["queue"].clone()),
+        (json!(b), json!(high))
+    );
+    let r = api
+        .ok(
+            "queues.get_next_task",
+            json!({"queue": high, "queues": [high, low]}),
+        )
+        .await;
+    assert_eq!(
+        (r["entry"]["task"].clone(), r["queue"].clone()),
+        (json!(a), json!(low))
+    );
+    let r = api
+        .ok(
+            "queues.get_next_task",
+            json!({"queue": high, "queues": [high, low]}),
+        )
+        .await;
+    assert_eq!(r, json!({}));
+
+    // move_task_to_front / back reorder entries.
+    let c = api.task("third").await;
+    api.ok("tasks.enqueue", json!({"task": a, "queue": low}))
+        .await;
+    api.ok("tasks.enqueue", json!({"task": c, "queue": low}))
+        .await;
+    let r = api
+        .ok(
+            "queues.move_task_to_front",
+            json!({"queue": low, "task": c}),
+        )
+        .await;
+    assert_eq!(r["position"], 0);
+    let q = api.ok("queues.get_by_id", json!({"queue": low})).await;
+    assert_eq!(q["queue"]["entries"][0]["task"], json!(c));
+    api.ok("queues.move_task_to_back", json!({"queue": low, "task": c}))
+        .await;
+    let q = api.ok("queues.get_by_id", json!({"queue": low})).await;
+    assert_eq!(q["queue"]["entries"][1]["task"], json!(c));
+    assert_eq!(
+        api.err(
+            "queues.move_task_to_front",
+            json!({"queue": low, "task": "nope"})
+        )
+        .await,
+        (400, 703)
+    );
+}
+
+#[tokio::test]
 async fn get_all_filters_projection_ordering_and_paging() {
     let api = start().await;
     let p = api
