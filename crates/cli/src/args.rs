@@ -39,6 +39,14 @@ pub enum Command {
     Init(crate::init::InitArgs),
     /// Check the configuration and print it (secrets hidden)
     Config(ConfigArgs),
+    /// Pull tasks from queues and run them (the worker)
+    Daemon(crate::agent_cmds::DaemonArgs),
+    /// Run one task now, here
+    Execute(crate::agent_cmds::ExecuteArgs),
+    /// Build a task's environment (code and virtual environment) without running it
+    Build(crate::agent_cmds::BuildArgs),
+    /// List the workers the server knows
+    List(crate::agent_cmds::ListArgs),
     /// Run the embedded ClearML-compatible server (API + files server, SQLite)
     Server(ServerArgs),
     /// Create, enqueue, abort and inspect tasks (what `clearml-task` does)

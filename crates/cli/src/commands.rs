@@ -26,6 +26,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config(&opts, args),
         Command::Init(args) => crate::init::run(&opts, args),
         Command::Server(args) => server(&opts, args),
+        Command::Daemon(args) => crate::agent_cmds::daemon(&opts, args, cli.debug),
+        Command::Execute(args) => crate::agent_cmds::execute(&opts, args, cli.debug),
+        Command::Build(args) => crate::agent_cmds::build(&opts, args),
+        Command::List(args) => crate::task_cmds::run_worker(
+            &opts,
+            &crate::task_cmds::WorkerCommand::List { json: args.json },
+        ),
         Command::Task(c) => crate::task_cmds::run_task(&opts, c),
         Command::Queue(c) => crate::task_cmds::run_queue(&opts, c),
         Command::Worker(c) => crate::task_cmds::run_worker(&opts, c),

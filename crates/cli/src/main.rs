@@ -1,6 +1,7 @@
 //! `clearml-agent`: the command line. Parsing and printing live here; the work lives in the
 //! library crates (`clearml-config`, `clearml-hocon`, ...).
 
+mod agent_cmds;
 mod args;
 mod commands;
 mod init;

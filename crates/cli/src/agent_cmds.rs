@@ -1,0 +1,243 @@
+//! `daemon`, `execute`, `build` and `list`: the agent's own commands, flag for flag as the
+//! Python clearml-agent has them. The work is in `clearml-daemon`; this file reads flags,
+//! picks how output looks and turns results into exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use clearml_config::{Config, LoadOptions};
+use clearml_daemon::{BuildOptions, Console, DaemonOptions, ExecuteOptions};
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Queues to pull tasks from, highest priority first (names or ids); default: the
+    /// server's default queue
+    #[arg(long = "queue", num_args = 1.., value_name = "QUEUE")]
+    pub queues: Vec<String>,
+    /// Create the queues that do not exist
+    #[arg(long)]
+    pub create_queue: bool,
+    /// Take turns between the queues instead of always preferring the first
+    #[arg(long)]
+    pub order_fairness: bool,
+    /// Seconds between queue polls when the server cannot long-poll (at least 5)
+    #[arg(long, value_name = "SECONDS")]
+    pub polling_interval: Option<f64>,
+    /// Stay attached and show progress and the tasks' output
+    #[arg(long)]
+    pub foreground: bool,
+    /// Run in the background (detach from the terminal); output goes to a log file
+    #[arg(short = 'd', long)]
+    pub detached: bool,
+    /// Stop running agents of this machine (all of this worker name, or the given ids)
+    #[arg(long, num_args = 0.., value_name = "WORKER_ID")]
+    pub stop: Option<Vec<String>>,
+    /// GPUs the tasks may use (sets CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES)
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Run without GPUs
+    #[arg(long)]
+    pub cpu_only: bool,
+    /// Tags to send with the worker's status reports
+    #[arg(long, num_args = 1.., value_name = "TAG")]
+    pub child_report_tags: Vec<String>,
+    /// Docker mode (not in this version; the task runs in a virtual environment instead)
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
+    pub docker: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// The task to run (id or name)
+    #[arg(long)]
+    pub id: String,
+    /// Run a clone of the task instead of the task itself
+    #[arg(long)]
+    pub clone: bool,
+    /// Fail unless the task is queued (it is taken out of its queue)
+    #[arg(long)]
+    pub require_queue: bool,
+    /// Also register as a worker and send status reports while the task runs
+    #[arg(long)]
+    pub full_monitoring: bool,
+    /// Prepare and run the task in this process, with no supervision (what the daemon
+    /// starts for each task)
+    #[arg(long)]
+    pub disable_monitoring: bool,
+    /// Also write the task's console to this file
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The task whose environment to build (id or name)
+    #[arg(long)]
+    pub id: String,
+    /// Where to create the virtual environment
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Build with this Python version instead of the task's
+    #[arg(long, value_name = "X.Y")]
+    pub python_version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Progress lines for a person.
+struct Stdout;
+
+impl Console for Stdout {
+    fn line(&self, text: &str) {
+        println!("{text}");
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn code(n: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(n.rem_euclid(256)).unwrap_or(1))
+}
+
+pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(opts)?;
+    if let Some(ids) = &args.stop {
+        return stop_agents(&config, ids);
+    }
+    if args.docker.is_some() {
+        bail!("docker mode is not available in this version; run without --docker");
+    }
+    if args.cpu_only && args.gpus.is_some() {
+        bail!("--cpu-only and --gpus cannot be used together");
+    }
+    if args.detached {
+        detach()?;
+    }
+    let options = DaemonOptions {
+        queues: args.queues.clone(),
+        create_queue: args.create_queue,
+        order_fairness: args.order_fairness,
+        polling_interval: args.polling_interval,
+        foreground: args.foreground,
+        cpu_only: args.cpu_only,
+        gpus: args.gpus.clone(),
+        child_report_tags: args.child_report_tags.clone(),
+        config_file: opts.config_file.clone(),
+        debug,
+    };
+    let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Stdout))?;
+    Ok(code(n))
+}
+
+/// Double-forks into the background; output goes to a file in the temp folder.
+fn detach() -> anyhow::Result<()> {
+    let log = std::env::temp_dir().join(format!(
+        ".clearml_agent_daemon_out.{}.txt",
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    println!(
+        "Running in the background; output goes to {}",
+        log.display()
+    );
+    nix::unistd::daemon(true, true).context("cannot detach")?;
+    nix::unistd::dup2_stdout(&file).context("cannot redirect stdout")?;
+    nix::unistd::dup2_stderr(&file).context("cannot redirect stderr")?;
+    Ok(())
+}
+
+/// `daemon --stop [ID ...]`: SIGTERM the matching agents, wait, then SIGKILL.
+fn stop_agents(config: &Config, ids: &[String]) -> anyhow::Result<ExitCode> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let agent = config.agent()?;
+    let name = agent
+        .worker_name
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
+    let running = clearml_daemon::running_agents(&std::env::temp_dir());
+    let targets: Vec<_> = running
+        .into_iter()
+        .filter(|r| r.pid != std::process::id())
+        .filter(|r| {
+            if ids.is_empty() {
+                r.worker_id.starts_with(&format!("{name}:"))
+            } else {
+                ids.contains(&r.worker_id)
+            }
+        })
+        .collect();
+    // With no ids, one agent of this machine's worker name, as the Python agent does.
+    let chosen: Vec<_> = if ids.is_empty() {
+        targets.into_iter().take(1).collect()
+    } else {
+        targets
+    };
+    if chosen.is_empty() {
+        println!("Could not find a running clearml-agent to stop");
+        return Ok(ExitCode::FAILURE);
+    }
+    for agent in chosen {
+        println!("Stopping worker {} (pid {})", agent.worker_id, agent.pid);
+        let pid = Pid::from_raw(i32::try_from(agent.pid).unwrap_or(i32::MAX));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && std::path::Path::new(&format!("/proc/{}", agent.pid)).exists()
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if std::path::Path::new(&format!("/proc/{}", agent.pid)).exists() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(opts)?;
+    let rt = runtime()?;
+    if args.disable_monitoring {
+        let n = rt.block_on(clearml_daemon::execute_child(&config, &args.id))?;
+        return Ok(code(n));
+    }
+    let options = ExecuteOptions {
+        task: args.id.clone(),
+        clone: args.clone,
+        require_queue: args.require_queue,
+        full_monitoring: args.full_monitoring,
+        log_file: args.log_file.clone(),
+        config_file: opts.config_file.clone(),
+        debug,
+    };
+    let n = rt.block_on(clearml_daemon::execute_monitored(&config, options, &Stdout))?;
+    Ok(code(n))
+}
+
+pub fn build(opts: &LoadOptions, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(opts)?;
+    let options = BuildOptions {
+        task: args.id.clone(),
+        target: args.target.clone(),
+        python_version: args.python_version.clone(),
+    };
+    let n = runtime()?.block_on(clearml_daemon::build_environment(&config, options, &Stdout))?;
+    Ok(code(n))
+}

@@ -1,0 +1,687 @@
+//! `clearml-agent daemon` and `execute` end to end: the server binary on loopback ports, real
+//! git repositories in temp folders, real uv environments with packages from PyPI, real task
+//! processes. Each test reads the outcome back through the server (status, console log) and
+//! the process table.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use clearml_api::{Client, ClientConfig};
+use serde_json::{Value, json};
+
+const KEY: &str = "E2EACCESSKEY";
+const SECRET: &str = "E2E-SECRET-d41d8cd98f00b204";
+const GIT_PASS: &str = "git-pass-5f4dcc3b5aa765d61d83";
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("clearml-agent")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// One uv for every test run (bootstrapped once into the ignored .cache folder).
+fn uv() -> PathBuf {
+    static UV: OnceLock<PathBuf> = OnceLock::new();
+    UV.get_or_init(|| {
+        if let Ok(p) = std::env::var("CLEARML_TEST_UV") {
+            return PathBuf::from(p);
+        }
+        struct Quiet;
+        impl clearml_pyenv::Reporter for Quiet {
+            fn line(&self, _: &str) {}
+        }
+        let tools = workspace().join(".cache/test-tools");
+        clearml_pyenv::find_uv(&tools, Path::new("python3"), &Quiet).expect("uv")
+    })
+    .clone()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir))
+}
+
+/// A server process plus an agent configuration pointing at it.
+struct Setup {
+    dir: tempfile::TempDir,
+    port: u16,
+    files_port: u16,
+    server: Option<Child>,
+    conf: PathBuf,
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    daemons: Vec<Child>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+impl Setup {
+    fn new(extra_conf: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, files_port) = (free_port(), free_port());
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let conf = dir.path().join("clearml.conf");
+        let base = format!("http://127.0.0.1:{port}");
+        std::fs::write(
+            &conf,
+            format!(
+                "api {{\n  api_server: \"{base}\"\n  web_server: \"{base}\"\n  files_server: \"http://127.0.0.1:{files_port}\"\n  credentials {{ access_key: \"{KEY}\", secret_key: \"{SECRET}\" }}\n}}\n\
+                 agent {{\n  venvs_dir: \"{}\"\n  vcs_cache.path: \"{}\"\n}}\n{extra_conf}\n",
+                dir.path().join("venvs").display(),
+                dir.path().join("vcs").display(),
+            ),
+        )
+        .expect("conf");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let client = Client::new(ClientConfig {
+            api_server: base,
+            access_key: KEY.into(),
+            secret_key: SECRET.into(),
+            verify_certificate: true,
+            method: "post".into(),
+            worker: None,
+            retry_for: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+        })
+        .expect("client");
+        let mut s = Setup {
+            dir,
+            port,
+            files_port,
+            server: None,
+            conf,
+            rt,
+            client,
+            daemons: Vec::new(),
+        };
+        s.start_server();
+        s
+    }
+
+    fn start_server(&mut self) {
+        let child = Command::new(bin())
+            .args(["server", "--port", &self.port.to_string()])
+            .args(["--files-port", &self.files_port.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            // Keys through the environment: the tests look for the secret in every argv.
+            .env("CLEARML_SERVER_ACCESS_KEY", KEY)
+            .env("CLEARML_SERVER_SECRET_KEY", SECRET)
+            .env("HOME", self.dir.path().join("home"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill(); // SIGKILL
+            let _ = s.wait();
+        }
+    }
+
+    /// The agent binary with this setup's home, config and a shared uv and uv cache.
+    fn agent(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config-file")
+            .arg(&self.conf)
+            .env("HOME", self.dir.path().join("home"))
+            .env("CLEARML_BOOTSTRAP_UV_EXEC", uv())
+            .env("UV_CACHE_DIR", workspace().join(".cache/uv-cache"))
+            .env_remove("CLEARML_WORKER_ID")
+            .env("CLEARML_AGENT_KILL_GRACE_SEC", "2");
+        c
+    }
+
+    fn call(&self, endpoint: &str, body: Value) -> Value {
+        self.rt
+            .block_on(self.client.call(endpoint, body))
+            .unwrap_or_else(|e| panic!("{endpoint}: {e}"))
+    }
+
+    fn status(&self, task: &str) -> String {
+        self.call("tasks.get_by_id", json!({"task": task}))["task"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn task_doc(&self, task: &str) -> Value {
+        self.call("tasks.get_by_id", json!({"task": task}))["task"].clone()
+    }
+
+    fn wait_status(&self, task: &str, wanted: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status(task);
+            if wanted.contains(&s.as_str()) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "task {task} is {s}, not {wanted:?}; log:\n{}",
+                    self.log(task)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self, task: &str) -> String {
+        let out = self
+            .agent()
+            .args(["task", "logs", task])
+            .output()
+            .expect("logs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `task create ... --queue Q`; returns the id.
+    fn create(&self, args: &[&str]) -> String {
+        let out = run(self
+            .agent()
+            .args(["task", "create", "--project", "e2e"])
+            .args(args));
+        out.lines().last().unwrap_or_default().trim().to_string()
+    }
+
+    /// A shell task with a literal script.
+    fn shell_task(&self, name: &str, script: &str, queue: &str) -> String {
+        let file = self.dir.path().join(format!("{name}.sh"));
+        std::fs::write(&file, script).expect("script");
+        self.create(&[
+            "--name",
+            name,
+            "--script",
+            file.to_str().unwrap_or_default(),
+            "--binary",
+            "/bin/bash",
+            "--queue",
+            queue,
+        ])
+    }
+
+    fn start_daemon(&mut self, args: &[&str]) -> usize {
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("daemon{}.log", self.daemons.len())),
+        )
+        .expect("log");
+        let child = self
+            .agent()
+            .arg("daemon")
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        self.daemons.push(child);
+        self.daemons.len() - 1
+    }
+
+    fn daemon_output(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("daemon{i}.log"))).unwrap_or_default()
+    }
+
+    fn workers(&self) -> Vec<String> {
+        self.call("workers.get_all", json!({"last_seen": 0}))["workers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        if String::from_utf8_lossy(&cmd).contains(marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A bare "remote" and a clone of it holding a project with a requirement.
+fn project_repo(root: &Path) -> (PathBuf, PathBuf) {
+    let remote = root.join("remote.git");
+    let work = root.join("work");
+    std::fs::create_dir_all(&remote).expect("dir");
+    git(&remote, &["init", "--bare", "-q"]);
+    git(
+        root,
+        &["clone", "-q", remote.to_str().unwrap_or_default(), "work"],
+    );
+    std::fs::write(work.join("requirements.txt"), "six==1.16.0\n").expect("write");
+    std::fs::write(
+        work.join("main.py"),
+        "import six\nprint('six version', six.__version__)\nprint('greeting: committed')\n",
+    )
+    .expect("write");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    (remote, work)
+}
+
+#[test]
+fn git_task_with_requirements_and_diff_completes() {
+    let mut s = Setup::new("");
+    let (_remote, work) = project_repo(s.dir.path());
+    // The uncommitted change the agent must apply.
+    std::fs::write(
+        work.join("main.py"),
+        "import six\nprint('six version', six.__version__)\nprint('greeting: from the diff')\n",
+    )
+    .expect("write");
+    let task = s.create(&[
+        "--name",
+        "git task",
+        "--folder",
+        work.to_str().unwrap_or_default(),
+        "--script",
+        "main.py",
+        "--queue",
+        "default",
+    ]);
+    s.start_daemon(&["--queue", "default", "--foreground"]);
+    s.wait_status(&task, &["completed"], Duration::from_secs(240));
+    let log = s.log(&task);
+    assert!(log.contains("six version 1.16.0"), "{log}");
+    assert!(log.contains("greeting: from the diff"), "{log}");
+    assert!(!log.contains("greeting: committed"), "{log}");
+    // The clone and install output is in the console too.
+    assert!(log.to_lowercase().contains("six"), "{log}");
+    // The environment's packages are written back, the request kept as org_pip.
+    let doc = s.task_doc(&task);
+    let pip = doc["script"]["requirements"]["pip"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(pip.contains("six==1.16.0"), "{doc}");
+}
+
+#[test]
+fn failing_task_fails_with_the_exit_code() {
+    let mut s = Setup::new("");
+    let task = s.shell_task("fails", "echo about to fail\nexit 3\n", "default");
+    s.start_daemon(&["--queue", "default"]);
+    s.wait_status(&task, &["failed"], Duration::from_secs(60));
+    let doc = s.task_doc(&task);
+    assert_eq!(
+        doc["status_reason"], "worker execution exit code 3",
+        "{doc}"
+    );
+    let log = s.log(&task);
+    assert!(log.contains("about to fail"), "{log}");
+    assert!(log.contains("Process failed, exit code 3"), "{log}");
+}
+
+#[test]
+fn abort_stops_the_task_and_its_children_within_a_second() {
+    let mut s = Setup::new("");
+    let marker = format!("sleep-marker-{}", std::process::id());
+    let task = s.shell_task(
+        "long",
+        &format!(
+            "bash -c 'exec -a {marker} sleep 300' &\nsetsid bash -c 'exec -a {marker} sleep 300' &\necho started\nwhile true; do sleep 0.1; done\n"
+        ),
+        "default",
+    );
+    s.start_daemon(&["--queue", "default"]);
+    s.wait_status(&task, &["in_progress"], Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&marker).len() < 2 {
+        assert!(Instant::now() < deadline, "task never started its helpers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop_at = Instant::now();
+    s.call("tasks.stop", json!({"task": task}));
+    s.wait_status(&task, &["stopped"], Duration::from_secs(10));
+    let took = stop_at.elapsed();
+    assert!(took < Duration::from_secs(1), "stopped after {took:?}");
+    assert!(
+        processes_with(&marker).is_empty(),
+        "left behind: {:?}",
+        processes_with(&marker)
+    );
+    let log = s.log(&task);
+    assert!(log.contains("User aborted"), "{log}");
+}
+
+#[test]
+fn sigterm_stops_the_running_task_and_unregisters() {
+    let mut s = Setup::new("");
+    let task = s.shell_task(
+        "until-term",
+        "echo running\nwhile true; do sleep 0.1; done\n",
+        "default",
+    );
+    let d = s.start_daemon(&["--queue", "default"]);
+    s.wait_status(&task, &["in_progress"], Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.workers().is_empty() {
+        assert!(Instant::now() < deadline, "worker never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = s.daemons[d].id();
+    run(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    let status = s.daemons[d].wait().expect("daemon exits");
+    assert!(status.success(), "{status:?}\n{}", s.daemon_output(d));
+    assert_eq!(s.status(&task), "stopped");
+    assert_eq!(s.task_doc(&task)["status_reason"], "user abort");
+    assert!(s.workers().is_empty(), "{:?}", s.workers());
+}
+
+fn started_order(s: &Setup, tasks: &[String]) -> Vec<String> {
+    let mut with_time: Vec<(String, String)> = tasks
+        .iter()
+        .map(|t| {
+            let doc = s.task_doc(t);
+            (
+                doc["started"].as_str().unwrap_or_default().to_string(),
+                t.clone(),
+            )
+        })
+        .collect();
+    with_time.sort();
+    with_time.into_iter().map(|(_, t)| t).collect()
+}
+
+#[test]
+fn first_queue_wins_and_fairness_alternates() {
+    for fairness in [false, true] {
+        let mut s = Setup::new("");
+        run(s.agent().args(["queue", "create", "second"]));
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for i in 0..2 {
+            second.push(s.shell_task(&format!("s{i}"), "echo s\n", "second"));
+            first.push(s.shell_task(&format!("f{i}"), "echo f\n", "default"));
+        }
+        let mut args = vec!["--queue", "default", "second"];
+        if fairness {
+            args.push("--order-fairness");
+        }
+        s.start_daemon(&args);
+        for t in first.iter().chain(&second) {
+            s.wait_status(t, &["completed"], Duration::from_secs(60));
+        }
+        let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+        let order = started_order(&s, &all);
+        let expected = if fairness {
+            vec![
+                first[0].clone(),
+                second[0].clone(),
+                first[1].clone(),
+                second[1].clone(),
+            ]
+        } else {
+            vec![
+                first[0].clone(),
+                first[1].clone(),
+                second[0].clone(),
+                second[1].clone(),
+            ]
+        };
+        assert_eq!(order, expected, "fairness={fairness}");
+    }
+}
+
+#[test]
+fn server_outage_loses_and_duplicates_no_line() {
+    let mut s = Setup::new("");
+    let task = s.shell_task(
+        "numbered",
+        "for i in $(seq 1 120); do echo \"line $i\"; sleep 0.1; done\n",
+        "default",
+    );
+    s.start_daemon(&["--queue", "default"]);
+    s.wait_status(&task, &["in_progress"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    s.kill_server();
+    std::thread::sleep(Duration::from_secs(5));
+    s.start_server();
+    s.wait_status(&task, &["completed"], Duration::from_secs(120));
+    let log = s.log(&task);
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    let expected: Vec<String> = (1..=120).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "{log}");
+}
+
+/// A git server speaking the dumb HTTP protocol behind Basic auth, for the credentials test.
+fn serve_repo_with_auth(bare: &Path, user: &str, pass: &str) -> (u16, Arc<Mutex<bool>>) {
+    use base64::Engine as _;
+    git(bare, &["update-server-info"]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    );
+    let root = bare.to_path_buf();
+    let stop = Arc::new(Mutex::new(false));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let root = root.clone();
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead as _, BufReader};
+                let mut reader = BufReader::new(&stream);
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.strip_prefix("Authorization: ") {
+                        authorized = v.trim() == expected;
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let path = path.split('?').next().unwrap_or("/");
+                let rel = path.trim_start_matches("/repo.git/");
+                let mut out = &stream;
+                if !authorized {
+                    let _ = out.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                }
+                match std::fs::read(root.join(rel))
+                    .ok()
+                    .filter(|_| !rel.contains(".."))
+                {
+                    Some(body) => {
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = out.write_all(&body);
+                    }
+                    None => {
+                        let _ = out.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                }
+            });
+        }
+    });
+    (port, stop)
+}
+
+#[test]
+fn secrets_stay_out_of_logs_argv_and_console() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (remote, _work) = project_repo(dir.path());
+    let (port, _stop) = serve_repo_with_auth(&remote, "gituser", GIT_PASS);
+    let mut s = Setup::new(&format!(
+        "agent.git_user: gituser\nagent.git_pass: \"{GIT_PASS}\"\n"
+    ));
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let task = s.create(&[
+        "--name",
+        "private repo",
+        "--repo",
+        &url,
+        "--branch",
+        "main",
+        "--script",
+        "main.py",
+        "--queue",
+        "default",
+    ]);
+    s.start_daemon(&["--queue", "default", "--foreground"]);
+    // Watch every process's argv while the task runs.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut leaked_argv = Vec::new();
+    loop {
+        for secret in [SECRET, GIT_PASS] {
+            for pid in processes_with(secret) {
+                leaked_argv.push((pid, secret));
+            }
+        }
+        let st = s.status(&task);
+        if st == "completed" || st == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(leaked_argv.is_empty(), "secrets in argv: {leaked_argv:?}");
+    let log = s.log(&task);
+    assert_eq!(s.status(&task), "completed", "{log}");
+    assert!(log.contains("six version 1.16.0"), "{log}");
+    let console = s.daemon_output(0);
+    for secret in [SECRET, GIT_PASS] {
+        assert!(!log.contains(secret), "secret in the task log");
+        assert!(!console.contains(secret), "secret in the daemon's console");
+    }
+    let doc = s.task_doc(&task).to_string();
+    assert!(!doc.contains(GIT_PASS), "git password stored on the task");
+}
+
+#[test]
+fn execute_runs_one_task_here_and_list_shows_workers() {
+    let mut s = Setup::new("agent.worker_id: \"listed-worker\"\n");
+    let task = s.shell_task("once", "echo executed here\n", "default");
+    let out = s
+        .agent()
+        .args(["execute", "--id", &task])
+        .output()
+        .expect("execute");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("executed here"), "{stdout}");
+    assert_eq!(s.status(&task), "completed");
+    assert!(s.log(&task).contains("executed here"));
+    // The task left its queue.
+    let q = s.call("queues.get_default", json!({}));
+    let q = s.call("queues.get_by_id", json!({"queue": q["id"]}));
+    assert_eq!(q["queue"]["entries"], json!([]));
+
+    // --require-queue refuses a task that is not queued.
+    let out = s
+        .agent()
+        .args(["execute", "--require-queue", "--id", &task])
+        .output()
+        .expect("execute");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not queued"));
+
+    s.start_daemon(&["--queue", "default"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run(s.agent().args(["list"]));
+        if out.contains("listed-worker") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "list never showed the worker: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

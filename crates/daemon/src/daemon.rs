@@ -1,0 +1,439 @@
+//! `daemon`: register, pull tasks in queue-priority order, run them one at a time, report,
+//! and unregister on the way out.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clearml_api::{Client, ClientConfig};
+use clearml_config::Config;
+use clearml_report::{Level, StatusReporter};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::identity::{self, IdentityInput};
+use crate::monitor::{self, Ending};
+use crate::queues::{self, Queue};
+use crate::settings::DaemonSettings;
+use crate::{Console, DaemonError};
+
+/// The daemon's command line.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    pub queues: Vec<String>,
+    pub create_queue: bool,
+    pub order_fairness: bool,
+    pub polling_interval: Option<f64>,
+    pub foreground: bool,
+    pub cpu_only: bool,
+    pub gpus: Option<String>,
+    pub child_report_tags: Vec<String>,
+    /// `--config-file`, passed on to each task's process.
+    pub config_file: Option<PathBuf>,
+    pub debug: bool,
+}
+
+/// Longest single long-poll; short enough that a shutdown never waits long for it.
+const LONG_POLL: Duration = Duration::from_secs(2);
+
+/// Runs until SIGTERM/SIGINT; returns the process exit code.
+pub async fn run_daemon(
+    config: &Config,
+    opts: DaemonOptions,
+    console: &dyn Console,
+) -> Result<i32, DaemonError> {
+    let agent = config.agent()?;
+    let env = config.env();
+    let visible = if opts.cpu_only {
+        Some("none".to_string())
+    } else {
+        opts.gpus.clone().or_else(|| {
+            env.first(&["NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"])
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let identity = identity::claim(&IdentityInput {
+        configured_id: agent.worker_id.clone(),
+        worker_name: agent
+            .worker_name
+            .clone()
+            .unwrap_or_else(identity::host_name),
+        visible_devices: visible.clone(),
+        dir: std::env::temp_dir(),
+    })?;
+    let worker_id = identity.worker_id.clone();
+    let mut client_config = ClientConfig::from_config(config)?;
+    client_config.worker = Some(worker_id.clone());
+    let client = Arc::new(Client::new(client_config)?);
+    let queues = queues::resolve(&client, &opts.queues, opts.create_queue).await?;
+
+    let mut settings = DaemonSettings::from_config(config, opts.polling_interval);
+    settings.monitor.echo = opts.foreground;
+    // A second agent on this machine builds in its own folder.
+    let work_root = if identity.slot > 0 {
+        PathBuf::from(format!("{}.{}", agent.venvs_dir.display(), identity.slot))
+    } else {
+        agent.venvs_dir.clone()
+    };
+    std::fs::create_dir_all(&work_root).map_err(|source| DaemonError::Io {
+        what: format!("cannot create {}", work_root.display()),
+        source,
+    })?;
+
+    console.line(&format!("Worker \"{worker_id}\" - Listening to queues:"));
+    for q in &queues {
+        console.line(&format!("  {}  {}", q.id, q.name));
+    }
+    let queue_ids: Vec<String> = queues.iter().map(|q| q.id.clone()).collect();
+    if let Err(e) = client
+        .call(
+            "workers.register",
+            json!({"worker": worker_id, "queues": queue_ids}),
+        )
+        .await
+    {
+        console.line(&format!("Warning: could not register the worker: {e}"));
+    }
+    let reporter = StatusReporter::start(
+        client.clone(),
+        worker_id.clone(),
+        queue_ids.clone(),
+        settings.status_report,
+        opts.child_report_tags.clone(),
+    );
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let long_poll = supports_long_poll(&client).await;
+    let runner = Runner {
+        client: client.clone(),
+        worker_id: worker_id.clone(),
+        settings,
+        work_root,
+        visible,
+        opts: opts.clone(),
+    };
+    let mut start = 0usize;
+    let mut interrupted = false;
+    while !*shutdown.borrow() {
+        let next = if long_poll {
+            next_task_long_poll(&client, &queues, start).await
+        } else {
+            next_task_polling(&client, &queues, start, console).await
+        };
+        let picked = match next {
+            Ok(p) => p,
+            Err(e) => {
+                console.line(&format!("Warning: could not access the task queues: {e}"));
+                None
+            }
+        };
+        if *shutdown.borrow() {
+            if let Some((task, idx)) = picked {
+                give_back(&client, &queues[idx], &task).await;
+            }
+            break;
+        }
+        let Some((task, idx)) = picked else {
+            if !long_poll {
+                if opts.foreground {
+                    console.line(&format!(
+                        "No tasks in queue(s), sleeping for {:.1} seconds",
+                        runner.settings.poll_interval.as_secs_f64()
+                    ));
+                }
+                let mut s = shutdown.clone();
+                let _ = tokio::time::timeout(runner.settings.poll_interval, s.changed()).await;
+            }
+            continue;
+        };
+        let queue = &queues[idx];
+        reporter.set_task(Some(task.clone()), Some(queue.id.clone()));
+        let result = runner
+            .run_one(&task, queue, shutdown.clone(), console)
+            .await;
+        reporter.set_task(None, None);
+        if result.ending == Ending::Interrupted {
+            interrupted = true;
+        }
+        // Priority order starts every pass at the first queue; fairness moves on.
+        start = if opts.order_fairness {
+            (idx + 1) % queues.len().max(1)
+        } else {
+            0
+        };
+    }
+    signals.abort();
+    reporter.stop().await;
+    let _ = client
+        .call("workers.unregister", json!({"worker": worker_id}))
+        .await;
+    console.line(&format!(
+        "Worker \"{worker_id}\" stopped{}",
+        if interrupted {
+            " (the running task was marked stopped)"
+        } else {
+            ""
+        }
+    ));
+    drop(identity);
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Our embedded server answers `server.info` with `long_poll: true`.
+async fn supports_long_poll(client: &Client) -> bool {
+    if std::env::var("CLEARML_AGENT_NO_LONG_POLL").is_ok_and(|v| v == "1") {
+        return false;
+    }
+    client
+        .call("server.info", json!({}))
+        .await
+        .ok()
+        .and_then(|r| r.get("long_poll").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
+/// The queues in the order this pass looks at them.
+fn rotated(queues: &[Queue], start: usize) -> Vec<(usize, &Queue)> {
+    let n = queues.len();
+    (0..n)
+        .map(|i| ((start + i) % n, &queues[(start + i) % n]))
+        .collect()
+}
+
+fn task_of(r: &Value) -> Option<String> {
+    r.get("entry")
+        .and_then(|e| e.get("task"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+async fn next_task_long_poll(
+    client: &Client,
+    queues: &[Queue],
+    start: usize,
+) -> Result<Option<(String, usize)>, DaemonError> {
+    let order = rotated(queues, start);
+    let Some((_, first)) = order.first() else {
+        return Ok(None);
+    };
+    let ids: Vec<&str> = order.iter().map(|(_, q)| q.id.as_str()).collect();
+    let r = client
+        .call(
+            "queues.get_next_task",
+            json!({"queue": first.id, "queues": ids, "wait_ms": LONG_POLL.as_millis() as u64}),
+        )
+        .await?;
+    let Some(task) = task_of(&r) else {
+        return Ok(None);
+    };
+    let from = r.get("queue").and_then(Value::as_str).unwrap_or(&first.id);
+    let idx = queues.iter().position(|q| q.id == from).unwrap_or(0);
+    Ok(Some((task, idx)))
+}
+
+async fn next_task_polling(
+    client: &Client,
+    queues: &[Queue],
+    start: usize,
+    console: &dyn Console,
+) -> Result<Option<(String, usize)>, DaemonError> {
+    for (idx, q) in rotated(queues, start) {
+        match client
+            .call("queues.get_next_task", json!({"queue": q.id}))
+            .await
+        {
+            Ok(r) => {
+                if let Some(task) = task_of(&r) {
+                    return Ok(Some((task, idx)));
+                }
+            }
+            Err(e) => console.line(&format!(
+                "Warning: Could not access task queue [{}/{}], error: {e}",
+                q.id, q.name
+            )),
+        }
+    }
+    Ok(None)
+}
+
+/// A task pulled while shutting down goes back to the head of its queue.
+async fn give_back(client: &Client, queue: &Queue, task: &str) {
+    let _ = client
+        .call("queues.add_task", json!({"queue": queue.id, "task": task}))
+        .await;
+    let _ = client
+        .call(
+            "queues.move_task_to_front",
+            json!({"queue": queue.id, "task": task}),
+        )
+        .await;
+}
+
+/// Runs tasks for the daemon.
+struct Runner {
+    client: Arc<Client>,
+    worker_id: String,
+    settings: DaemonSettings,
+    work_root: PathBuf,
+    visible: Option<String>,
+    opts: DaemonOptions,
+}
+
+impl Runner {
+    async fn run_one(
+        &self,
+        task: &str,
+        queue: &Queue,
+        shutdown: watch::Receiver<bool>,
+        console: &dyn Console,
+    ) -> monitor::TaskResult {
+        console.line(&format!("Running task '{task}'"));
+        if let Err(e) = self
+            .client
+            .call(
+                "tasks.started",
+                json!({"task": task, "force": true, "status_message": "pulled by agent"}),
+            )
+            .await
+        {
+            console.line(&format!("Warning: could not mark task {task} started: {e}"));
+        }
+        let shipper = monitor::start_shipper(
+            self.client.clone(),
+            task,
+            &self.worker_id,
+            self.settings.monitor.spool_dir.clone(),
+        );
+        shipper.line(
+            Level::Info,
+            &format!(
+                "task {task} pulled from {} by worker {}",
+                queue.id, self.worker_id
+            ),
+        );
+        let cmd = child_command(
+            &self.settings.agent_exe,
+            task,
+            &self.worker_id,
+            self.opts.config_file.as_deref(),
+            self.opts.debug,
+            &self.work_root,
+            self.visible.as_deref(),
+        );
+        let result = monitor::run_task(
+            self.client.clone(),
+            &self.worker_id,
+            task,
+            cmd,
+            &self.settings.monitor,
+            shutdown,
+            shipper,
+        )
+        .await;
+        console.line(&format!(
+            "Task '{task}' finished: {}",
+            result.status.as_deref().unwrap_or("unknown status")
+        ));
+        if result.undelivered > 0 {
+            console.line(&format!(
+                "Warning: {} console lines of task {task} could not be delivered yet; they \
+                 are kept in {}",
+                result.undelivered,
+                self.settings.monitor.spool_dir.display()
+            ));
+        }
+        result
+    }
+}
+
+/// `clearml-agent [--config-file F] [-d] execute --disable-monitoring --id T`, with the
+/// worker id and the slot's folder in its environment.
+pub(crate) fn child_command(
+    exe: &std::path::Path,
+    task: &str,
+    worker_id: &str,
+    config_file: Option<&std::path::Path>,
+    debug: bool,
+    work_root: &std::path::Path,
+    visible: Option<&str>,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    if let Some(f) = config_file {
+        cmd.arg("--config-file").arg(f);
+        cmd.env("CLEARML_CONFIG_FILE", f)
+            .env("TRAINS_CONFIG_FILE", f);
+    }
+    if debug {
+        cmd.arg("--debug");
+    }
+    cmd.args(["execute", "--disable-monitoring", "--id", task]);
+    cmd.env("CLEARML_WORKER_ID", worker_id)
+        .env("CLEARML_AGENT_WORK_ROOT", work_root);
+    match visible {
+        Some("none") => {
+            cmd.env("NVIDIA_VISIBLE_DEVICES", "none")
+                .env("CUDA_VISIBLE_DEVICES", "none");
+        }
+        Some("all") => {
+            cmd.env("NVIDIA_VISIBLE_DEVICES", "all")
+                .env_remove("CUDA_VISIBLE_DEVICES");
+        }
+        Some(d) => {
+            cmd.env("NVIDIA_VISIBLE_DEVICES", d)
+                .env("CUDA_VISIBLE_DEVICES", d);
+        }
+        None => {}
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(id: &str) -> Queue {
+        Queue {
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_every_queue_once() {
+        let qs = vec![q("a"), q("b"), q("c")];
+        let names = |s| {
+            rotated(&qs, s)
+                .into_iter()
+                .map(|(i, q)| (i, q.id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(0),
+            vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
+        );
+        assert_eq!(
+            names(2),
+            vec![(2, "c".into()), (0, "a".into()), (1, "b".into())]
+        );
+        assert!(rotated(&[], 0).is_empty());
+    }
+}

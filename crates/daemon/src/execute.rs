@@ -1,0 +1,414 @@
+//! `execute` (one task, here and now), its `--disable-monitoring` child half, `build`
+//! (environment only) and `list` (workers).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clearml_api::{Client, ClientConfig};
+use clearml_config::Config;
+use clearml_report::StatusReporter;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::daemon::child_command;
+use crate::identity;
+use crate::monitor::{self, Ending};
+use crate::prepare::{self, PrepareOptions, PrepareSettings, StdoutProgress};
+use crate::settings::DaemonSettings;
+use crate::{Console, DaemonError};
+
+/// `execute`'s command line.
+#[derive(Clone, Debug, Default)]
+pub struct ExecuteOptions {
+    /// A task id or name.
+    pub task: String,
+    pub clone: bool,
+    pub require_queue: bool,
+    pub full_monitoring: bool,
+    pub log_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub debug: bool,
+}
+
+/// `build`'s command line.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub task: String,
+    pub target: Option<PathBuf>,
+    pub python_version: Option<String>,
+}
+
+fn client_for(config: &Config, worker: Option<String>) -> Result<Arc<Client>, DaemonError> {
+    let mut c = ClientConfig::from_config(config)?;
+    c.worker = worker;
+    Ok(Arc::new(Client::new(c)?))
+}
+
+/// The worker id of a one-off `execute`: the daemon's (inherited), the configured one, or
+/// `<name>:<pid>` as the Python agent names it.
+fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
+    if let Some(id) = config
+        .env()
+        .get("CLEARML_WORKER_ID")
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(id.to_string());
+    }
+    let agent = config.agent()?;
+    Ok(agent.worker_id.unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            agent.worker_name.unwrap_or_else(identity::host_name),
+            std::process::id()
+        )
+    }))
+}
+
+/// A task id, or the one task with that exact name.
+async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
+    if let Ok(r) = client
+        .call("tasks.get_by_id", json!({"task": wanted}))
+        .await
+        && let Some(t) = r.get("task").filter(|t| t.is_object())
+    {
+        return Ok(t.clone());
+    }
+    let r = client
+        .call(
+            "tasks.get_all",
+            json!({"name": format!("^{}$", regex::escape(wanted)), "only_fields": ["id", "name"],
+                   "search_hidden": true}),
+        )
+        .await?;
+    let found: Vec<&Value> = r
+        .get("tasks")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => {
+            let id = one.get("id").and_then(Value::as_str).unwrap_or_default();
+            let r = client.call("tasks.get_by_id", json!({"task": id})).await?;
+            r.get("task")
+                .cloned()
+                .ok_or_else(|| DaemonError::Task(format!("Could not find task id={wanted}")))
+        }
+        [] => Err(DaemonError::Task(format!(
+            "Could not find task id={wanted} (for host {})",
+            client.config().api_server
+        ))),
+        many => Err(DaemonError::Task(format!(
+            "{} tasks are named {wanted:?}; give the task id",
+            many.len()
+        ))),
+    }
+}
+
+fn id_of(task: &Value) -> String {
+    task.get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `execute --id T`: run one task here with full supervision (console, abort, status).
+pub async fn execute_monitored(
+    config: &Config,
+    opts: ExecuteOptions,
+    console: &dyn Console,
+) -> Result<i32, DaemonError> {
+    let worker_id = execute_worker_id(config)?;
+    let client = client_for(config, Some(worker_id.clone()))?;
+    let mut task = resolve_task(&client, &opts.task).await?;
+    if opts.clone {
+        let name = task
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let r = client
+            .call(
+                "tasks.clone",
+                json!({"task": id_of(&task), "new_task_name": format!("Clone of {name}")}),
+            )
+            .await?;
+        let id = r
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        task = resolve_task(&client, &id).await?;
+    } else {
+        let r = client
+            .call(
+                "tasks.dequeue",
+                json!({"task": id_of(&task), "new_status": "in_progress"}),
+            )
+            .await;
+        let updated = r
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("updated"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if opts.require_queue && updated < 1 {
+            return Err(DaemonError::Task(format!(
+                "Execution required enqueued task, but task id={} is not queued.",
+                id_of(&task)
+            )));
+        }
+    }
+    let task_id = id_of(&task);
+    client
+        .call(
+            "tasks.started",
+            json!({"task": task_id, "force": true, "status_reason": "starting execution soon"}),
+        )
+        .await?;
+    let reporter = if opts.full_monitoring {
+        let _ = client
+            .call(
+                "workers.register",
+                json!({"worker": worker_id, "queues": []}),
+            )
+            .await;
+        let settings = DaemonSettings::from_config(config, None);
+        let r = StatusReporter::start(
+            client.clone(),
+            worker_id.clone(),
+            Vec::new(),
+            settings.status_report,
+            Vec::new(),
+        );
+        r.set_daemon(false);
+        r.set_task(Some(task_id.clone()), None);
+        Some(r)
+    } else {
+        None
+    };
+    let mut settings = DaemonSettings::from_config(config, None);
+    settings.monitor.echo = true;
+    settings.monitor.log_file = opts.log_file.clone();
+    let work_root = config
+        .env()
+        .get("CLEARML_AGENT_WORK_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or(config.agent()?.venvs_dir);
+    let cmd = child_command(
+        &settings.agent_exe,
+        &task_id,
+        &worker_id,
+        opts.config_file.as_deref(),
+        opts.debug,
+        &work_root,
+        None,
+    );
+    let (tx, shutdown) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    let shipper = monitor::start_shipper(
+        client.clone(),
+        &task_id,
+        &worker_id,
+        settings.monitor.spool_dir.clone(),
+    );
+    let result = monitor::run_task(
+        client.clone(),
+        &worker_id,
+        &task_id,
+        cmd,
+        &settings.monitor,
+        shutdown,
+        shipper,
+    )
+    .await;
+    signals.abort();
+    if let Some(r) = reporter {
+        r.stop().await;
+        let _ = client
+            .call("workers.unregister", json!({"worker": worker_id}))
+            .await;
+    }
+    console.line(&format!(
+        "Task '{task_id}' finished: {}",
+        result.status.as_deref().unwrap_or("unknown status")
+    ));
+    Ok(match result.ending {
+        Ending::Exited(code) => code,
+        Ending::Interrupted => 254,
+        _ => 1,
+    })
+}
+
+/// `execute --disable-monitoring --id T`: prepare the task and become it. Returns only on
+/// failure (the exit code to use).
+pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonError> {
+    let worker_id = execute_worker_id(config)?;
+    let client = client_for(config, Some(worker_id.clone()))?;
+    let task = resolve_task(&client, task).await?;
+    let task_id = id_of(&task);
+    let status_message = format!("Changed by clearml-agent {worker_id}");
+    client
+        .call(
+            "tasks.started",
+            json!({"task": task_id, "force": true, "status_reason": "worker started execution",
+                   "status_message": status_message}),
+        )
+        .await?;
+    let mut settings = PrepareSettings::from_config(config)?;
+    if let Some(root) = config.env().get("CLEARML_AGENT_WORK_ROOT") {
+        settings.work_root = PathBuf::from(root);
+    }
+    let task_doc = task.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare::prepare(
+            &task_doc,
+            &settings,
+            &PrepareOptions::default(),
+            &StdoutProgress,
+        )
+    })
+    .await
+    .map_err(|e| DaemonError::Task(format!("the preparation stopped: {e}")))?;
+    let mut prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            println!("clearml-agent: error: {e}");
+            let _ = client
+                .call(
+                    "tasks.failed",
+                    json!({"task": task_id, "force": true, "status_reason": e.status_reason(),
+                           "status_message": status_message}),
+                )
+                .await;
+            return Ok(1);
+        }
+    };
+    if let Some(frozen) = &prepared.frozen {
+        write_back_requirements(&client, &task, frozen).await;
+    }
+    // The SDK inside the task talks to the same server with the same identity.
+    let api = config.api()?;
+    for (k, v) in [
+        ("CLEARML_API_HOST", api.api_server),
+        ("CLEARML_WEB_HOST", api.web_server),
+        ("CLEARML_FILES_HOST", api.files_server),
+        ("CLEARML_API_ACCESS_KEY", api.access_key),
+        ("CLEARML_API_SECRET_KEY", api.secret_key),
+    ] {
+        if let Some(v) = v {
+            prepared.env.push((k.to_string(), Some(v)));
+        }
+    }
+    prepared
+        .env
+        .push(("CLEARML_WORKER_ID".into(), Some(worker_id.clone())));
+    println!("Running task id [{task_id}]:");
+    println!(
+        "[{}]$ {}",
+        prepared.cwd.display(),
+        prepare::display_command(&prepared)
+    );
+    println!("Environment setup completed successfully");
+    println!();
+    client
+        .call(
+            "tasks.started",
+            json!({"task": task_id, "force": true,
+                   "status_reason": "worker starting task execution",
+                   "status_message": status_message}),
+        )
+        .await?;
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let err = prepare::exec(&prepared);
+    println!("clearml-agent: error: cannot start the task: {err}");
+    Ok(1)
+}
+
+/// Records the environment's packages on the task; the first time, the requested list is
+/// kept as `org_pip`, as the Python agent does.
+async fn write_back_requirements(client: &Client, task: &Value, frozen: &[String]) {
+    let mut req = task
+        .get("script")
+        .and_then(|s| s.get("requirements"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if !req.contains_key("org_pip")
+        && let Some(pip) = req.get("pip").cloned()
+    {
+        req.insert("org_pip".into(), pip);
+    }
+    let lines: Vec<&str> = frozen
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains("clearml-agent") && !l.contains("clearml_agent"))
+        .collect();
+    req.insert("pip".into(), Value::String(lines.join("\n")));
+    if let Err(e) = client
+        .call(
+            "tasks.set_requirements",
+            json!({"task": id_of(task), "requirements": req}),
+        )
+        .await
+    {
+        println!("Warning: could not store the installed packages on the task: {e}");
+    }
+}
+
+/// `build --id T --target DIR`: the task's code and environment, nothing run, the task
+/// untouched.
+pub async fn build_environment(
+    config: &Config,
+    opts: BuildOptions,
+    console: &dyn Console,
+) -> Result<i32, DaemonError> {
+    let client = client_for(config, None)?;
+    let task = resolve_task(&client, &opts.task).await?;
+    let mut settings = PrepareSettings::from_config(config)?;
+    let target = match &opts.target {
+        Some(t) if t.is_absolute() => t.clone(),
+        Some(t) => std::env::current_dir()
+            .map_err(|source| DaemonError::Io {
+                what: "cannot read the current folder".into(),
+                source,
+            })?
+            .join(t),
+        None => settings.work_root.join("build"),
+    };
+    // The code goes next to the environment, not into the daemon's work folder.
+    settings.work_root = target.with_extension("code");
+    let popts = PrepareOptions {
+        venv_target: Some(target.clone()),
+        python_version: opts.python_version.clone(),
+    };
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare::prepare(&task, &settings, &popts, &StdoutProgress)
+    })
+    .await
+    .map_err(|e| DaemonError::Task(format!("the build stopped: {e}")))??;
+    console.line(&format!(
+        "Environment ready in {} (python {}); code in {}",
+        target.display(),
+        prepared.python_version.as_deref().unwrap_or("-"),
+        prepared.cwd.display()
+    ));
+    if let Some(frozen) = &prepared.frozen {
+        console.line("Installed packages:");
+        for l in frozen {
+            console.line(&format!("  {l}"));
+        }
+    }
+    Ok(0)
+}
+
+/// `list`: the workers the server knows.
+pub async fn list_workers(config: &Config) -> Result<Value, DaemonError> {
+    let client = client_for(config, None)?;
+    Ok(client
+        .call("workers.get_all", json!({"last_seen": 0}))
+        .await?)
+}

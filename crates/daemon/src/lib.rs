@@ -1,0 +1,61 @@
+//! The agent's work: pull tasks from queues, run each in its own process group, stream its
+//! console, notice aborts, and set the final status.
+//!
+//! Two processes per task, as with the Python agent. The daemon (or a monitored `execute`)
+//! stays in charge: it claims the task, starts `clearml-agent execute --disable-monitoring`
+//! in a new process group, ships that group's merged output, polls for an abort and decides
+//! the final status from the exit code. The child prepares the task (clone, diff,
+//! environment; see [`prepare`]) and then *becomes* the task with `exec`, so the exit code the
+//! daemon sees is the task's own and an abort kills git, uv and the task alike.
+//!
+//! With our embedded server the daemon long-polls `queues.get_next_task` over all its queues
+//! at once (an extension the server advertises in `server.info`), so a task starts as soon as
+//! it is enqueued; with any other server it polls every `--polling-interval` seconds.
+
+mod daemon;
+mod execute;
+mod identity;
+mod monitor;
+mod prepare;
+mod process;
+mod queues;
+mod settings;
+mod task;
+
+pub use daemon::{DaemonOptions, run_daemon};
+pub use execute::{
+    BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
+};
+pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
+pub use monitor::{Ending, MonitorSettings, TaskResult};
+pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_folder_name};
+pub use process::{TaskProcess, kill_tree, tree_of};
+pub use queues::Queue;
+pub use settings::DaemonSettings;
+pub use task::{ExecutionInfo, Interpreter, TaskError};
+
+/// What the CLI shows a person; the daemon never prints by itself.
+pub trait Console: Send + Sync {
+    fn line(&self, text: &str);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Api(#[from] clearml_api::ApiError),
+    #[error(transparent)]
+    Config(#[from] clearml_config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Prepare(#[from] prepare::PrepareError),
+    #[error("{0}")]
+    Queue(String),
+    #[error("{0}")]
+    Task(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}

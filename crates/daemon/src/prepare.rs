@@ -1,0 +1,576 @@
+//! Getting a task ready to run: its code (clone, diff or literal script), its Python
+//! environment, and the command line and environment variables it runs with.
+//!
+//! This runs in the task's own process group (the daemon starts `execute
+//! --disable-monitoring`), so an abort during a clone or an install kills git and uv with the
+//! rest, and every progress line goes to stdout, which the daemon ships to the task's console.
+//! The work folder is one per agent slot: `<venvs_dir>/<X.Y>` is the environment,
+//! `<venvs_dir>/task_repository/<name>` the code, `<venvs_dir>/code` literal scripts.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clearml_config::{AgentSettings, Config, PackageManagerKind};
+use serde_json::Value;
+
+use crate::task::{ExecutionInfo, Interpreter};
+
+/// Where progress lines go (stdout in the task process).
+pub trait Progress: clearml_vcs::Reporter + clearml_pyenv::Reporter {}
+impl<T: clearml_vcs::Reporter + clearml_pyenv::Reporter> Progress for T {}
+
+/// Prints each line to stdout; the daemon reads them from the pipe.
+pub struct StdoutProgress;
+
+impl clearml_vcs::Reporter for StdoutProgress {
+    fn line(&self, text: &str) {
+        println!("{text}");
+    }
+}
+impl clearml_pyenv::Reporter for StdoutProgress {
+    fn line(&self, text: &str) {
+        println!("{text}");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Task(#[from] crate::task::TaskError),
+    #[error("failed cloning repository: {0}")]
+    Clone(#[from] clearml_vcs::VcsError),
+    #[error("failed applying the uncommitted changes: {0}")]
+    Diff(clearml_vcs::VcsError),
+    #[error("failed building the Python environment: {0}")]
+    Env(#[from] clearml_pyenv::EnvError),
+    #[error("{0}")]
+    Config(#[from] clearml_config::ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PrepareError {
+    /// The short reason the task's status shows.
+    pub fn status_reason(&self) -> String {
+        match self {
+            PrepareError::Clone(_) => "failed cloning repository".into(),
+            PrepareError::Diff(_) => "failed applying git diff".into(),
+            PrepareError::Env(_) => "failed installing the environment".into(),
+            other => {
+                let s = other.to_string();
+                s.chars().take(200).collect()
+            }
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PrepareError {
+    let what = what.into();
+    move |source| PrepareError::Io { what, source }
+}
+
+/// What [`prepare`] produced.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The program and arguments to exec.
+    pub argv: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// Variables to set (`None` removes).
+    pub env: Vec<(String, Option<String>)>,
+    /// Frozen packages of the environment, for `tasks.set_requirements`.
+    pub frozen: Option<Vec<String>>,
+    /// The commit that was checked out.
+    pub commit: Option<String>,
+    pub python_version: Option<String>,
+}
+
+/// Options of one preparation.
+#[derive(Clone, Debug, Default)]
+pub struct PrepareOptions {
+    /// Build the environment here instead of `<venvs_dir>/<X.Y>` (`build --target`).
+    pub venv_target: Option<PathBuf>,
+    /// Overrides the task's Python version (`build --python-version`).
+    pub python_version: Option<String>,
+}
+
+/// The agent settings the preparation reads, from the loaded configuration.
+pub struct PrepareSettings {
+    pub agent: AgentSettings,
+    pub vcs: clearml_vcs::VcsSettings,
+    pub work_root: PathBuf,
+    pub tools_dir: PathBuf,
+    pub uv_cache_dir: PathBuf,
+}
+
+impl PrepareSettings {
+    pub fn from_config(config: &Config) -> Result<PrepareSettings, PrepareError> {
+        let agent = config.agent()?;
+        let t = config.tree();
+        let mut credentials = Vec::new();
+        let git_host = t
+            .get_str("agent.git_host")
+            .ok()
+            .flatten()
+            .filter(|s| !s.is_empty());
+        if let (Some(user), Some(pass)) = (agent.git_user.clone(), agent.git_pass.clone()) {
+            credentials.push(clearml_vcs::GitCredential {
+                user,
+                pass,
+                host: git_host.clone(),
+            });
+        }
+        if let Some(Value::Array(extra)) = config
+            .get("agent.git.extra_credentials")
+            .map(clearml_hocon_json)
+        {
+            for c in extra {
+                let get = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+                if let (Some(user), Some(pass)) = (get("user"), get("pass")) {
+                    credentials.push(clearml_vcs::GitCredential {
+                        user,
+                        pass,
+                        host: get("host").filter(|h| !h.is_empty()),
+                    });
+                }
+            }
+        }
+        let fetch_args = t
+            .get_str_list("agent.git_fetch_args")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let home = config.env().get("HOME").unwrap_or("/tmp").to_string();
+        let base = PathBuf::from(&home).join(".clearml");
+        let vcs = clearml_vcs::VcsSettings {
+            cache_dir: agent.vcs_cache.path.clone(),
+            cache_enabled: agent.vcs_cache.enabled,
+            credentials,
+            git_host_match_prefix: t
+                .get_bool("agent.git_host_match_prefix")
+                .ok()
+                .flatten()
+                .unwrap_or(false),
+            translate_ssh: agent.translate_ssh,
+            ssh_replacement_scheme: t
+                .get_str("agent.translate_ssl_replacement_scheme")
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .or_else(|| {
+                    config
+                        .env()
+                        .get("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME")
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "https".into()),
+            force_git_ssh_protocol: agent.force_git_ssh_protocol,
+            force_git_ssh_port: t
+                .get_i64("agent.force_git_ssh_port")
+                .ok()
+                .flatten()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0),
+            force_git_ssh_user: t
+                .get_str("agent.force_git_ssh_user")
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_empty()),
+            git_host: git_host.clone(),
+            fetch_args,
+            lock_timeout: std::time::Duration::from_secs(300),
+            git_program: PathBuf::from("git"),
+            git_config: Vec::new(),
+        };
+        Ok(PrepareSettings {
+            work_root: agent.venvs_dir.clone(),
+            tools_dir: base.join("tools"),
+            uv_cache_dir: config
+                .env()
+                .get("UV_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| base.join("uv-cache")),
+            agent,
+            vcs,
+        })
+    }
+}
+
+fn clearml_hocon_json(v: &clearml_hocon::Value) -> Value {
+    serde_json::from_str(&clearml_hocon::render_json(v)).unwrap_or(Value::Null)
+}
+
+/// Clones, builds and works out the command; does not touch the task on the server.
+pub fn prepare(
+    task: &Value,
+    settings: &PrepareSettings,
+    opts: &PrepareOptions,
+    progress: &dyn Progress,
+) -> Result<Prepared, PrepareError> {
+    let info = ExecutionInfo::from_task(task)?;
+    let task_id = task
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let root = &settings.work_root;
+    std::fs::create_dir_all(root).map_err(io(format!("cannot create {}", root.display())))?;
+    show_info(&info, progress);
+
+    // The code.
+    let (code_root, commit) = match &info.repository {
+        Some(url) => {
+            let name = repo_folder_name(url);
+            let dest = root.join("task_repository").join(&name);
+            let spec = clearml_vcs::RepoSpec {
+                url: url.clone(),
+                branch: info.branch.clone(),
+                commit: info.commit.clone(),
+                tag: info.tag.clone(),
+            };
+            let repo = clearml_vcs::checkout(&settings.vcs, &spec, &dest, progress)?;
+            (repo.root, Some(repo.commit))
+        }
+        None => {
+            let code = root.join("code");
+            if code.exists() {
+                std::fs::remove_dir_all(&code)
+                    .map_err(io(format!("cannot clear {}", code.display())))?;
+            }
+            std::fs::create_dir_all(&code)
+                .map_err(io(format!("cannot create {}", code.display())))?;
+            if info.diff.is_none() {
+                clearml_vcs::Reporter::line(
+                    progress,
+                    "WARNING: running a task without repository or literal script",
+                );
+            }
+            (code, None)
+        }
+    };
+    let working_dir = info.working_dir_or_root();
+    let script_dir = safe_join(&code_root, working_dir)?;
+    std::fs::create_dir_all(&script_dir)
+        .map_err(io(format!("cannot create {}", script_dir.display())))?;
+
+    // The uncommitted changes, or a literal script.
+    let mut entry_point = info.entry_point.clone();
+    if let Some(diff) = &info.diff {
+        if info.diff_is_patch() && info.repository.is_some() {
+            clearml_vcs::Reporter::line(progress, "Applying uncommitted changes");
+            clearml_vcs::apply_diff(&code_root, diff, progress).map_err(PrepareError::Diff)?;
+        } else {
+            let is_module = entry_point
+                .as_deref()
+                .is_some_and(|e| e.starts_with("-m ") || e.starts_with("-c "));
+            let file = match entry_point.as_deref().map(str::trim) {
+                Some(e) if !e.is_empty() && !is_module => e.to_string(),
+                _ => match info.interpreter() {
+                    Interpreter::Python => "untitled.py".into(),
+                    Interpreter::Shell(_) => "untitled.sh".into(),
+                },
+            };
+            let path = safe_join(&script_dir, &file)?;
+            if !path.exists() {
+                std::fs::write(&path, diff)
+                    .map_err(io(format!("cannot write {}", path.display())))?;
+            }
+            if entry_point.is_none() || is_module {
+                entry_point = Some(file);
+            }
+        }
+    }
+
+    // The environment.
+    let mut frozen = None;
+    let mut python_version = None;
+    let mut python: Option<PathBuf> = None;
+    let mut extra_env: Vec<(String, Option<String>)> = Vec::new();
+    if info.needs_python_env() {
+        let requested = opts.python_version.clone().or_else(|| {
+            info.binary
+                .as_deref()
+                .and_then(clearml_pyenv::python_version_from_binary)
+        });
+        let found = clearml_pyenv::find_python(
+            requested.as_deref(),
+            settings.agent.python_binary.as_deref(),
+        )?;
+        let venv_dir = opts
+            .venv_target
+            .clone()
+            .unwrap_or_else(|| root.join(major_minor(&found.version)));
+        let requirements = match &info.pip_requirements {
+            Some(text) => clearml_pyenv::Requirements::Text(text.clone()),
+            None => {
+                let files = clearml_pyenv::requirement_files(&code_root, &script_dir);
+                if !files.is_empty() {
+                    clearml_pyenv::Requirements::Files(files)
+                } else if code_root.join("pyproject.toml").is_file() {
+                    clearml_pyenv::Requirements::Project(code_root.clone())
+                } else {
+                    clearml_pyenv::Reporter::line(
+                        progress,
+                        "Warning: installing NO task requirements or repository requirements",
+                    );
+                    clearml_pyenv::Requirements::None
+                }
+            }
+        };
+        let pm = &settings.agent.package_manager;
+        let spec = clearml_pyenv::EnvSpec {
+            uv_binary: None,
+            venv_dir,
+            python_version: requested.clone(),
+            python_binary: Some(found.path.clone()),
+            manager: match pm.kind {
+                PackageManagerKind::Pip => clearml_pyenv::Manager::Pip,
+                _ => clearml_pyenv::Manager::Uv,
+            },
+            requirements,
+            base_dir: Some(code_root.clone()),
+            extra_index_urls: pm.extra_index_url.clone(),
+            system_site_packages: pm.system_site_packages,
+            force_upgrade: pm.force_upgrade,
+            pip_version: pm.pip_version.clone(),
+            uv_cache_dir: Some(settings.uv_cache_dir.clone()),
+            pip_cache_dir: settings
+                .agent
+                .pip_download_cache
+                .enabled
+                .then(|| settings.agent.pip_download_cache.path.clone()),
+            tools_dir: settings.tools_dir.clone(),
+            env: Vec::new(),
+        };
+        let built = clearml_pyenv::build(&spec, progress)?;
+        python_version = Some(built.python_version.clone());
+        frozen = Some(built.frozen.clone());
+        python = Some(built.python.clone());
+        extra_env.push((
+            "VIRTUAL_ENV".into(),
+            Some(built.venv_dir.display().to_string()),
+        ));
+        let path = std::env::var("PATH").unwrap_or_default();
+        extra_env.push((
+            "PATH".into(),
+            Some(format!("{}:{path}", built.venv_dir.join("bin").display())),
+        ));
+    }
+
+    // The command.
+    let entry = entry_point
+        .clone()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
+    let argv: Vec<OsString> = match info.interpreter() {
+        Interpreter::Python => {
+            let py = python
+                .clone()
+                .map(PathBuf::into_os_string)
+                .unwrap_or_else(|| "python3".into());
+            let mut argv = vec![py, "-u".into()];
+            match entry.as_deref() {
+                None => {
+                    return Err(PrepareError::Invalid(
+                        "the task has no entry point (script.entry_point is empty)".into(),
+                    ));
+                }
+                Some(e) if e.starts_with("-m ") || e.starts_with("-c ") => {
+                    argv.extend(split(e)?.into_iter().map(OsString::from));
+                }
+                Some(e) if script_dir.join(e).is_file() => argv.push(e.into()),
+                Some(e) => argv.extend(split(e)?.into_iter().map(OsString::from)),
+            }
+            argv
+        }
+        Interpreter::Shell(bin) => {
+            let shell = if bin.is_empty() {
+                "/bin/bash".to_string()
+            } else {
+                bin
+            };
+            let mut argv = vec![OsString::from(shell)];
+            match entry.as_deref() {
+                Some(e) if e.starts_with("-c ") => {
+                    argv.push("-c".into());
+                    argv.push(e.trim_start_matches("-c ").into());
+                }
+                Some(e) => argv.extend(split(e)?.into_iter().map(OsString::from)),
+                None => {
+                    return Err(PrepareError::Invalid(
+                        "the task has no entry point (script.entry_point is empty)".into(),
+                    ));
+                }
+            }
+            argv
+        }
+    };
+
+    // PYTHONPATH as the Python agent sets it: what was there, the script's folder and the
+    // entry point's folder.
+    let mut pythonpath: Vec<String> = std::env::var("PYTHONPATH")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .into_iter()
+        .collect();
+    pythonpath.push(script_dir.display().to_string());
+    if let Some(e) = entry.as_deref().filter(|e| !e.starts_with('-'))
+        && let Some(parent) = Path::new(e).parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        pythonpath.push(script_dir.join(parent).display().to_string());
+    }
+    if let Ok(extra) = std::env::var("CLEARML_AGENT_EXTRA_PYTHON_PATH") {
+        pythonpath.push(extra);
+    }
+    let mut env = vec![
+        ("CLEARML_TASK_ID".into(), Some(task_id.clone())),
+        ("TRAINS_TASK_ID".into(), Some(task_id)),
+        ("CLEARML_LOG_TASK_TO_BACKEND".into(), Some("0".into())),
+        ("TRAINS_LOG_TASK_TO_BACKEND".into(), Some("0".into())),
+        ("PYTHONPATH".into(), Some(pythonpath.join(":"))),
+        ("PYTHONUNBUFFERED".into(), Some("1".into())),
+    ];
+    for v in [
+        "CLEARML_APT_INSTALL",
+        "TRAINS_APT_INSTALL",
+        "UV_CACHE_DIR",
+        "UV_PYTHON_CACHE_DIR",
+        "UV_PYTHON_INSTALL_DIR",
+    ] {
+        env.push((v.into(), None));
+    }
+    env.extend(extra_env);
+    Ok(Prepared {
+        argv,
+        cwd: script_dir,
+        env,
+        frozen,
+        commit,
+        python_version,
+    })
+}
+
+/// `3.11` of `3.11.7`.
+fn major_minor(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+fn split(s: &str) -> Result<Vec<String>, PrepareError> {
+    shell_words::split(s)
+        .map_err(|e| PrepareError::Invalid(format!("cannot split the entry point {s:?}: {e}")))
+}
+
+/// `root/rel`, refusing a relative path that climbs out of `root` (a task field is outside
+/// input).
+fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, PrepareError> {
+    let rel = rel.trim();
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(PrepareError::Invalid(format!(
+            "the path {rel:?} in the task must stay inside the repository"
+        )));
+    }
+    Ok(root.join(p))
+}
+
+/// `repo` for `https://host/org/repo.git`, `git@host:org/repo.git`, `/path/to/repo`.
+pub fn repo_folder_name(url: &str) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    let last = trimmed.rsplit(['/', ':']).next().unwrap_or("repository");
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() || clean == "." || clean == ".." {
+        "repository".into()
+    } else {
+        clean
+    }
+}
+
+fn show_info(info: &ExecutionInfo, progress: &dyn Progress) {
+    let say = |s: String| clearml_vcs::Reporter::line(progress, &s);
+    say("Executing task:".into());
+    if let Some(r) = &info.repository {
+        say(format!(
+            "  repository = {}",
+            clearml_vcs::strip_credentials(r)
+        ));
+    }
+    for (k, v) in [
+        ("branch", &info.branch),
+        ("version_num", &info.commit),
+        ("tag", &info.tag),
+        ("entry_point", &info.entry_point),
+        ("working_dir", &info.working_dir),
+    ] {
+        if let Some(v) = v {
+            say(format!("  {k} = {v}"));
+        }
+    }
+}
+
+/// Replaces this process with the task (the daemon watches the process group).
+pub fn exec(prepared: &Prepared) -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let Some((program, args)) = prepared.argv.split_first() else {
+        return std::io::Error::other("empty command");
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(&prepared.cwd);
+    for (k, v) in &prepared.env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.exec()
+}
+
+/// The command as a person reads it.
+pub fn display_command(prepared: &Prepared) -> String {
+    prepared
+        .argv
+        .iter()
+        .map(|a| shell_words::quote(&a.to_string_lossy()).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names() {
+        assert_eq!(repo_folder_name("https://github.com/a/b.git"), "b");
+        assert_eq!(repo_folder_name("git@github.com:a/b.git"), "b");
+        assert_eq!(repo_folder_name("/tmp/x/repo/"), "repo");
+        assert_eq!(repo_folder_name("file:///tmp/x/my repo"), "my_repo");
+        assert_eq!(repo_folder_name(".."), "repository");
+    }
+
+    #[test]
+    fn paths_stay_inside() {
+        let r = Path::new("/r");
+        assert_eq!(safe_join(r, "a/b").unwrap(), Path::new("/r/a/b"));
+        assert!(safe_join(r, "../x").is_err());
+        assert!(safe_join(r, "/etc").is_err());
+        assert_eq!(safe_join(r, ".").unwrap(), Path::new("/r/."));
+    }
+}

@@ -1,0 +1,330 @@
+//! uv: finding or bootstrapping the binary, and the venv / install / freeze steps with it.
+
+use std::fs::{self, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::EnvSpec;
+use crate::command::{run_captured, run_streamed};
+use crate::error::EnvError;
+use crate::python::{is_executable, on_path};
+use crate::report::Reporter;
+use crate::requirements::{Install, Prepared};
+use crate::venv;
+
+/// The folder, under `tools_dir`, of the venv uv is bootstrapped into.
+const TOOL_VENV: &str = "uv-venv";
+
+/// Finds uv: `CLEARML_BOOTSTRAP_UV_EXEC`, then `uv` on `PATH`, then `<tools_dir>/uv-venv/bin/uv`;
+/// else installs it there with `<python> -m venv` + `pip install uv` (about 10 s, once), under an
+/// exclusive lock on `<tools_dir>/uv-bootstrap.lock` so concurrent agents don't race.
+pub fn find_uv(
+    tools_dir: &Path,
+    python: &Path,
+    reporter: &dyn Reporter,
+) -> Result<PathBuf, EnvError> {
+    if let Some(value) = std::env::var_os("CLEARML_BOOTSTRAP_UV_EXEC").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(&value);
+        let found = if path.components().count() > 1 {
+            is_executable(&path).then_some(path)
+        } else {
+            on_path(&path.to_string_lossy()).into_iter().next()
+        };
+        return found.ok_or_else(|| {
+            EnvError::Uv(format!(
+                "CLEARML_BOOTSTRAP_UV_EXEC={} is not an executable",
+                value.to_string_lossy()
+            ))
+        });
+    }
+    if let Some(uv) = on_path(uv_name()).into_iter().next() {
+        return Ok(uv);
+    }
+    let tool = tool_uv(tools_dir);
+    if runs(&tool) {
+        return Ok(tool);
+    }
+    bootstrap_uv(tools_dir, python, reporter)
+}
+
+fn uv_name() -> &'static str {
+    if cfg!(windows) { "uv.exe" } else { "uv" }
+}
+
+fn tool_uv(tools_dir: &Path) -> PathBuf {
+    let venv_python = venv::python_path(&tools_dir.join(TOOL_VENV));
+    venv_python.with_file_name(uv_name())
+}
+
+/// An interrupted bootstrap can leave a half-written binary, so the tools copy is run once.
+fn runs(uv: &Path) -> bool {
+    if !uv.is_file() {
+        return false;
+    }
+    let mut cmd = Command::new(uv);
+    cmd.arg("--version");
+    run_captured(cmd, "checking uv").is_ok()
+}
+
+/// Returns `<tools_dir>/uv-venv/bin/uv`, installing it first with `<python> -m venv` and
+/// `pip install uv` when it is missing or broken. Holds an exclusive lock on
+/// `<tools_dir>/uv-bootstrap.lock` meanwhile, so concurrent agents install it once.
+pub fn bootstrap_uv(
+    tools_dir: &Path,
+    python: &Path,
+    reporter: &dyn Reporter,
+) -> Result<PathBuf, EnvError> {
+    fs::create_dir_all(tools_dir).map_err(|source| EnvError::io("creating", tools_dir, source))?;
+    let lock_path = tools_dir.join("uv-bootstrap.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| EnvError::io("opening", &lock_path, source))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            reporter.line(&format!(
+                "Waiting for another process installing uv into {}",
+                tools_dir.display()
+            ));
+            lock.lock()
+                .map_err(|source| EnvError::io("locking", &lock_path, source))?;
+        }
+        Err(TryLockError::Error(source)) => {
+            return Err(EnvError::io("locking", &lock_path, source));
+        }
+    }
+
+    // Whoever held the lock may have just installed it.
+    let uv = tool_uv(tools_dir);
+    if runs(&uv) {
+        return Ok(uv);
+    }
+    let venv_dir = tools_dir.join(TOOL_VENV);
+    reporter.line(&format!(
+        "uv was not found; installing it with pip into {} (once, about 10 s)",
+        venv_dir.display()
+    ));
+    if venv_dir.exists() {
+        fs::remove_dir_all(&venv_dir)
+            .map_err(|source| EnvError::io("removing", &venv_dir, source))?;
+    }
+    let mut create = Command::new(python);
+    create.arg("-m").arg("venv").arg(&venv_dir);
+    run_streamed(
+        clean_python_env(create),
+        "creating the venv for uv",
+        reporter,
+    )?;
+    let mut install = Command::new(venv::python_path(&venv_dir));
+    install.args(["-m", "pip", "--disable-pip-version-check", "install", "uv"]);
+    run_streamed(
+        clean_python_env(install),
+        "installing uv with pip",
+        reporter,
+    )?;
+    if !runs(&uv) {
+        return Err(EnvError::Uv(format!(
+            "pip installed uv, but {} does not run",
+            uv.display()
+        )));
+    }
+    reporter.line(&format!("Installed uv at {}", uv.display()));
+    Ok(uv)
+    // `lock` is released when the file closes here.
+}
+
+fn clean_python_env(mut cmd: Command) -> Command {
+    for name in ["PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX"] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// A change to an installer's environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum EnvChange {
+    Set(String, String),
+    Remove(&'static str),
+}
+
+/// pip settings uv does not read, with the uv variables that replace them; `None` alternates are
+/// uv's other spellings that also mean "already set".
+const PIP_TO_UV: &[(&str, &str, Option<&str>)] = &[
+    ("PIP_INDEX_URL", "UV_INDEX_URL", Some("UV_DEFAULT_INDEX")),
+    (
+        "PIP_EXTRA_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        Some("UV_INDEX"),
+    ),
+    ("PIP_TRUSTED_HOST", "UV_INSECURE_HOST", None),
+    ("PIP_CERT", "SSL_CERT_FILE", None),
+];
+
+/// The environment changes for uv commands. `lookup` reads a variable as the child would see it
+/// without these changes (spec.env over the process environment). Proxy variables are left
+/// alone on purpose: uv reads `HTTP(S)_PROXY` itself.
+pub(crate) fn uv_env(spec: &EnvSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<EnvChange> {
+    // Activated environments would make uv pick them instead of our venv.
+    let mut changes = vec![
+        EnvChange::Remove("VIRTUAL_ENV"),
+        EnvChange::Remove("CONDA_PREFIX"),
+        EnvChange::Remove("PYTHONPATH"),
+        EnvChange::Set("UV_PYTHON_DOWNLOADS".into(), "never".into()),
+    ];
+    if let Some(dir) = &spec.uv_cache_dir {
+        changes.push(EnvChange::Set(
+            "UV_CACHE_DIR".into(),
+            dir.display().to_string(),
+        ));
+    }
+    let is_set = |name: &str| lookup(name).is_some_and(|v| !v.is_empty());
+    for (pip, uv, alternate) in PIP_TO_UV {
+        if is_set(uv) || alternate.is_some_and(is_set) {
+            continue;
+        }
+        if let Some(value) = lookup(pip).filter(|v| !v.is_empty()) {
+            changes.push(EnvChange::Set(uv.to_string(), value));
+        }
+    }
+    changes.extend(
+        spec.env
+            .iter()
+            .map(|(k, v)| EnvChange::Set(k.clone(), v.clone())),
+    );
+    changes
+}
+
+/// A variable as the child would see it: `spec.env` first, then this process's environment.
+pub(crate) fn lookup(spec: &EnvSpec, name: &str) -> Option<String> {
+    spec.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(name).ok())
+}
+
+pub(crate) fn apply(cmd: &mut Command, changes: Vec<EnvChange>) {
+    for change in changes {
+        match change {
+            EnvChange::Set(k, v) => cmd.env(k, v),
+            EnvChange::Remove(k) => cmd.env_remove(k),
+        };
+    }
+}
+
+fn uv_command(uv: &Path, spec: &EnvSpec) -> Command {
+    let mut cmd = Command::new(uv);
+    apply(&mut cmd, uv_env(spec, &|name| lookup(spec, name)));
+    if let Some(dir) = spec.base_dir.as_deref().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// `uv venv --seed`: pip comes with the venv because tasks run `pip install` at run time.
+pub(crate) fn create_venv(
+    uv: &Path,
+    python: &Path,
+    spec: &EnvSpec,
+    reporter: &dyn Reporter,
+) -> Result<(), EnvError> {
+    let mut cmd = uv_command(uv, spec);
+    cmd.args(["venv", "--seed"]);
+    // uv refuses a non-empty folder; what is left there is not ours to delete (the venv's own
+    // entries were removed already).
+    if venv::is_non_empty(&spec.venv_dir) {
+        cmd.arg("--allow-existing");
+    }
+    cmd.arg("--python").arg(python);
+    if spec.system_site_packages {
+        cmd.arg("--system-site-packages");
+    }
+    cmd.arg(&spec.venv_dir);
+    run_streamed(cmd, "creating the virtual environment with uv", reporter)
+}
+
+pub(crate) fn install(
+    uv: &Path,
+    venv_python: &Path,
+    spec: &EnvSpec,
+    prepared: &Prepared,
+    reporter: &dyn Reporter,
+) -> Result<(), EnvError> {
+    for step in &prepared.installs {
+        let mut cmd = uv_command(uv, spec);
+        cmd.args(["pip", "install", "--python"]).arg(venv_python);
+        let what = match step {
+            Install::File { path, source } => {
+                cmd.arg("-r").arg(path);
+                format!("installing {source} with uv")
+            }
+            Install::Project(dir) => {
+                cmd.arg(dir);
+                format!("installing the project {} with uv", dir.display())
+            }
+        };
+        for url in &spec.extra_index_urls {
+            cmd.arg("--extra-index-url").arg(url);
+        }
+        if spec.force_upgrade {
+            cmd.arg("--upgrade");
+        }
+        run_streamed(cmd, &what, reporter)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn freeze(uv: &Path, venv_python: &Path, spec: &EnvSpec) -> Result<String, EnvError> {
+    let mut cmd = uv_command(uv, spec);
+    cmd.args(["pip", "freeze", "--python"]).arg(venv_python);
+    run_captured(cmd, "listing installed packages with uv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_settings_become_uv_settings() {
+        let mut spec = EnvSpec::new("/v", "/t");
+        spec.uv_cache_dir = Some("/cache".into());
+        spec.env = vec![("FOO".into(), "1".into())];
+        let outer = |name: &str| match name {
+            "PIP_INDEX_URL" => Some("https://mirror/simple".to_string()),
+            "PIP_EXTRA_INDEX_URL" => Some("https://a/simple https://b/simple".to_string()),
+            "UV_INSECURE_HOST" => Some("already".to_string()),
+            "PIP_TRUSTED_HOST" => Some("mirror".to_string()),
+            "PIP_CERT" => Some(String::new()),
+            _ => None,
+        };
+        let changes = uv_env(&spec, &outer);
+        let set = |k: &str, v: &str| EnvChange::Set(k.into(), v.into());
+        assert_eq!(
+            changes,
+            [
+                EnvChange::Remove("VIRTUAL_ENV"),
+                EnvChange::Remove("CONDA_PREFIX"),
+                EnvChange::Remove("PYTHONPATH"),
+                set("UV_PYTHON_DOWNLOADS", "never"),
+                set("UV_CACHE_DIR", "/cache"),
+                set("UV_INDEX_URL", "https://mirror/simple"),
+                set("UV_EXTRA_INDEX_URL", "https://a/simple https://b/simple"),
+                set("FOO", "1"),
+            ]
+        );
+        let with_default = |name: &str| match name {
+            "PIP_INDEX_URL" => Some("https://mirror/simple".to_string()),
+            "UV_DEFAULT_INDEX" => Some("https://other/simple".to_string()),
+            _ => None,
+        };
+        assert!(
+            !uv_env(&spec, &with_default)
+                .iter()
+                .any(|c| matches!(c, EnvChange::Set(k, _) if k == "UV_INDEX_URL"))
+        );
+    }
+}
