@@ -47,6 +47,9 @@ pub enum Command {
     Build(crate::agent_cmds::BuildArgs),
     /// List the workers the server knows
     List(crate::agent_cmds::ListArgs),
+    /// Show and apply the size policy of the agent's caches
+    #[command(subcommand)]
+    Cache(crate::cache_cmds::CacheCommand),
     /// Run the embedded ClearML-compatible server (API + files server, SQLite)
     Server(ServerArgs),
     /// Create, enqueue, abort and inspect tasks (what `clearml-task` does)

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(args) => crate::agent_cmds::daemon(&opts, args, cli.debug),
         Command::Execute(args) => crate::agent_cmds::execute(&opts, args, cli.debug),
         Command::Build(args) => crate::agent_cmds::build(&opts, args),
+        Command::Cache(c) => crate::cache_cmds::run(&opts, c),
         Command::List(args) => crate::task_cmds::run_worker(
             &opts,
             &crate::task_cmds::WorkerCommand::List { json: args.json },

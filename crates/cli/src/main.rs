@@ -3,6 +3,7 @@
 
 mod agent_cmds;
 mod args;
+mod cache_cmds;
 mod commands;
 mod init;
 mod task_cmds;
