@@ -21,7 +21,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!();
         return Ok(ExitCode::from(2));
     };
-    let opts = load_options(&cli)?;
+    // `init` writes the file `--config-file` names, so only there may it not exist yet.
+    let creates_config = matches!(command, Command::Init(_));
+    let opts = load_options(&cli, creates_config)?;
     match command {
         Command::Config(args) => config(&opts, args),
         Command::Init(args) => crate::init::run(&opts, args),
@@ -43,12 +45,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The environment every command works with. `--config-file` is exported as
 /// `CLEARML_CONFIG_FILE` (and `TRAINS_CONFIG_FILE`) in it, so the processes the agent starts
 /// read the same file, as with the Python agent; `--debug` sets `agent.debug`.
-fn load_options(cli: &Cli) -> anyhow::Result<LoadOptions> {
+fn load_options(cli: &Cli, may_be_missing: bool) -> anyhow::Result<LoadOptions> {
     let mut env = Env::from_process();
     let mut config_file = None;
     if let Some(file) = &cli.config_file {
         let file = absolute(&expand_user(file, &env))?;
-        if !file.is_file() {
+        if !file.is_file() && !may_be_missing {
             bail!("configuration file {} does not exist", file.display());
         }
         let text = file.display().to_string();
