@@ -39,6 +39,21 @@ pub struct PackageManager {
     pub extra_index_url: Vec<String>,
     pub conda_channels: Vec<String>,
     pub torch_nightly: bool,
+    /// Appended to every `pip install`.
+    pub extra_pip_install_flags: Vec<String>,
+    /// A pinned poetry version; unset uses the `poetry` on `PATH`.
+    pub poetry_version: Option<String>,
+    pub poetry_install_extra_args: Vec<String>,
+    pub uv_sync_extra_args: Vec<String>,
+    /// `uv sync --locked` when a `uv.lock` exists (default true).
+    pub uv_sync_locked_if_lock_file: bool,
+    /// Requirement names installed first, one by one. Unset means none: with uv's build
+    /// isolation the Python agent's `cython,numpy,...` default only costs extra resolutions.
+    pub priority_packages: Vec<String>,
+    pub priority_optional_packages: Vec<String>,
+    /// Requirement names installed after everything else.
+    pub post_packages: Vec<String>,
+    pub post_optional_packages: Vec<String>,
 }
 
 /// A cache folder that can be switched off.
@@ -200,6 +215,20 @@ impl Config {
                 extra_index_url: self.strings("agent.package_manager.extra_index_url")?,
                 conda_channels: self.strings("agent.package_manager.conda_channels")?,
                 torch_nightly: self.flag("agent.package_manager.torch_nightly", false)?,
+                extra_pip_install_flags: self
+                    .strings("agent.package_manager.extra_pip_install_flags")?,
+                poetry_version: self.string("agent.package_manager.poetry_version")?,
+                poetry_install_extra_args: self
+                    .strings("agent.package_manager.poetry_install_extra_args")?,
+                uv_sync_extra_args: self.strings("agent.package_manager.uv_sync_extra_args")?,
+                uv_sync_locked_if_lock_file: self
+                    .flag("agent.package_manager.uv_sync_locked_if_lock_file", true)?,
+                priority_packages: self.strings("agent.package_manager.priority_packages")?,
+                priority_optional_packages: self
+                    .strings("agent.package_manager.priority_optional_packages")?,
+                post_packages: self.strings("agent.package_manager.post_packages")?,
+                post_optional_packages: self
+                    .strings("agent.package_manager.post_optional_packages")?,
             },
             venvs_dir: self.path_or("agent.venvs_dir", "~/.clearml/venvs-builds")?,
             vcs_cache: CacheDir {

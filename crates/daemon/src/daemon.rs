@@ -102,6 +102,29 @@ pub async fn run_daemon(
         settings.status_report,
         opts.child_report_tags.clone(),
     );
+    // --- cache size policy (issue 5, clearml-cachepolicy): every 10 minutes, and before
+    // each task below. `console` is borrowed, so the timer's lines come back on a channel.
+    let cache_policy = match clearml_cachepolicy::from_config(config) {
+        Ok((policy, dirs)) if policy.is_active() => Some((policy, dirs)),
+        Ok(_) => None,
+        Err(e) => {
+            console.line(&format!("Warning: cache size policy disabled: {e}"));
+            None
+        }
+    };
+    let (cache_tx, mut cache_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let cache_tx_task = cache_tx.clone();
+    let cache_timer = cache_policy.clone().map(|(policy, dirs)| {
+        let every = Duration::from_secs(600);
+        let report = move |r: clearml_cachepolicy::Report| {
+            if r.is_noteworthy() {
+                let _ = cache_tx.send(r.lines());
+            }
+        };
+        let timer = clearml_cachepolicy::run_periodically(policy, dirs, every, report);
+        tokio::spawn(timer)
+    });
+    // --- end cache size policy ---
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let signals = tokio::spawn(async move {
@@ -121,15 +144,33 @@ pub async fn run_daemon(
     let mut start = 0usize;
     let mut interrupted = false;
     while !*shutdown.borrow() {
-        let next = if long_poll {
-            next_task_long_poll(&client, &queues, start).await
-        } else {
-            next_task_polling(&client, &queues, start, console).await
+        let (c, qs, from) = (&*client, &queues[..], start);
+        let next = async move {
+            if long_poll {
+                next_task_long_poll(c, qs, from).await
+            } else {
+                next_task_polling(c, qs, from, console).await
+            }
+        };
+        tokio::pin!(next);
+        let mut s = shutdown.clone();
+        let next = tokio::select! {
+            r = &mut next => r,
+            _ = s.wait_for(|stop| *stop) => {
+                // A poll in flight may already have popped a task: let it answer (briefly) so
+                // the task can be given back instead of being lost.
+                tokio::time::timeout(LONG_POLL + Duration::from_secs(1), &mut next)
+                    .await
+                    .unwrap_or(Ok(None))
+            }
         };
         let picked = match next {
             Ok(p) => p,
             Err(e) => {
                 console.line(&format!("Warning: could not access the task queues: {e}"));
+                // Do not spin on a persistent error (a deleted queue, a refused key).
+                let mut s = shutdown.clone();
+                let _ = tokio::time::timeout(runner.settings.poll_interval, s.changed()).await;
                 None
             }
         };
@@ -153,6 +194,22 @@ pub async fn run_daemon(
             continue;
         };
         let queue = &queues[idx];
+        // --- cache size policy (issue 5): report the timer's evictions, enforce before the task.
+        while let Ok(lines) = cache_rx.try_recv() {
+            lines.iter().for_each(|l| console.line(l));
+        }
+        // The check runs beside the task, not before it: a scan of a large cache must not
+        // delay the start (entries the task uses are locked, so they are never evicted).
+        if let Some((policy, dirs)) = &cache_policy {
+            let (policy, dirs, tx) = (policy.clone(), dirs.clone(), cache_tx_task.clone());
+            tokio::spawn(async move {
+                let r = clearml_cachepolicy::enforce_in_background(policy, dirs).await;
+                if r.is_noteworthy() {
+                    let _ = tx.send(r.lines());
+                }
+            });
+        }
+        // --- end cache size policy ---
         reporter.set_task(Some(task.clone()), Some(queue.id.clone()));
         let result = runner
             .run_one(&task, queue, shutdown.clone(), console)
@@ -169,6 +226,9 @@ pub async fn run_daemon(
         };
     }
     signals.abort();
+    if let Some(t) = cache_timer {
+        t.abort(); // cache size policy timer (issue 5)
+    }
     reporter.stop().await;
     let _ = client
         .call("workers.unregister", json!({"worker": worker_id}))

@@ -6,10 +6,18 @@
 //! rest, and every progress line goes to stdout, which the daemon ships to the task's console.
 //! The work folder is one per agent slot: `<venvs_dir>/<X.Y>` is the environment,
 //! `<venvs_dir>/task_repository/<name>` the code, `<venvs_dir>/code` literal scripts.
+//!
+//! Environments go through the host's venv cache (`agent.venvs_cache`, crate
+//! `clearml-envcache`) when their inputs can be hashed: on a hit the venv is hardlinked back in
+//! well under a second and no installer runs; on a miss the venv is built from scratch (not
+//! on top of the previous task's, so the stored entry holds exactly its requirement set) and
+//! stored. `build --target` and pyproject installs (the project's own code changes with every
+//! commit) bypass the cache.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use clearml_config::{AgentSettings, Config, PackageManagerKind};
 use serde_json::Value;
@@ -88,6 +96,9 @@ pub struct Prepared {
     /// The commit that was checked out.
     pub commit: Option<String>,
     pub python_version: Option<String>,
+    /// Holds the venv cache entry the environment came from as "in use"; its descriptor
+    /// survives [`exec`], so the lock lasts as long as the task process.
+    pub env_in_use: Option<clearml_envcache::InUse>,
 }
 
 /// Options of one preparation.
@@ -106,6 +117,10 @@ pub struct PrepareSettings {
     pub work_root: PathBuf,
     pub tools_dir: PathBuf,
     pub uv_cache_dir: PathBuf,
+    /// `agent.venvs_cache`; `None` when disabled (no path, or `enabled: false`).
+    pub venvs_cache: Option<clearml_envcache::CacheSettings>,
+    /// `agent.cuda_version` or `CUDA_VERSION`: part of the cache key.
+    pub cuda_version: Option<String>,
 }
 
 impl PrepareSettings {
@@ -187,7 +202,45 @@ impl PrepareSettings {
             git_program: PathBuf::from("git"),
             git_config: Vec::new(),
         };
+        let venvs_cache = match (
+            t.get_bool("agent.venvs_cache.enabled")
+                .ok()
+                .flatten()
+                .unwrap_or(true),
+            config.path("agent.venvs_cache.path")?,
+        ) {
+            (true, Some(dir)) if !dir.as_os_str().is_empty() => {
+                let max_entries = t
+                    .get_i64("agent.venvs_cache.max_entries")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(10);
+                let gb = t
+                    .get_f64("agent.venvs_cache.free_space_threshold_gb")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(2.0);
+                Some(clearml_envcache::CacheSettings {
+                    dir,
+                    max_entries: usize::try_from(max_entries).unwrap_or(0),
+                    // 0 or less disables the check, as in clearml-agent.
+                    free_space_threshold: if gb > 0.0 {
+                        (gb * 1024.0 * 1024.0 * 1024.0) as u64
+                    } else {
+                        0
+                    },
+                })
+            }
+            _ => None,
+        };
+        let cuda_version = agent
+            .cuda_version
+            .clone()
+            .or_else(|| config.env().get("CUDA_VERSION").map(str::to_string))
+            .filter(|s| !s.trim().is_empty());
         Ok(PrepareSettings {
+            venvs_cache,
+            cuda_version,
             work_root: agent.venvs_dir.clone(),
             tools_dir: base.join("tools"),
             uv_cache_dir: config
@@ -291,7 +344,9 @@ pub fn prepare(
     let mut python_version = None;
     let mut python: Option<PathBuf> = None;
     let mut extra_env: Vec<(String, Option<String>)> = Vec::new();
+    let mut env_in_use = None;
     if info.needs_python_env() {
+        let env_started = Instant::now();
         let requested = opts.python_version.clone().or_else(|| {
             info.binary
                 .as_deref()
@@ -325,12 +380,13 @@ pub fn prepare(
         let pm = &settings.agent.package_manager;
         let spec = clearml_pyenv::EnvSpec {
             uv_binary: None,
-            venv_dir,
             python_version: requested.clone(),
             python_binary: Some(found.path.clone()),
             manager: match pm.kind {
                 PackageManagerKind::Pip => clearml_pyenv::Manager::Pip,
-                _ => clearml_pyenv::Manager::Uv,
+                PackageManagerKind::Poetry => clearml_pyenv::Manager::Poetry,
+                PackageManagerKind::Conda => clearml_pyenv::Manager::Conda,
+                PackageManagerKind::Uv => clearml_pyenv::Manager::Uv,
             },
             requirements,
             base_dir: Some(code_root.clone()),
@@ -344,21 +400,96 @@ pub fn prepare(
                 .pip_download_cache
                 .enabled
                 .then(|| settings.agent.pip_download_cache.path.clone()),
-            tools_dir: settings.tools_dir.clone(),
             env: Vec::new(),
+            extra_pip_install_flags: pm.extra_pip_install_flags.clone(),
+            poetry_version: pm.poetry_version.clone(),
+            poetry_install_extra_args: pm.poetry_install_extra_args.clone(),
+            uv_sync_extra_args: pm.uv_sync_extra_args.clone(),
+            uv_sync_locked_if_lock_file: pm.uv_sync_locked_if_lock_file,
+            conda_channels: pm.conda_channels.clone(),
+            priority_packages: pm.priority_packages.clone(),
+            priority_optional_packages: pm.priority_optional_packages.clone(),
+            post_packages: pm.post_packages.clone(),
+            post_optional_packages: pm.post_optional_packages.clone(),
+            torch_nightly: pm.torch_nightly,
+            cuda_version: settings.cuda_version.clone(),
+            // clearml-agent's cpu-only switch is an environment variable only.
+            cpu_only: std::env::var("CLEARML_CPU_ONLY")
+                .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on")),
+            project_dir: Some(code_root.clone()),
+            // New build options keep their defaults until set here.
+            ..clearml_pyenv::EnvSpec::new(venv_dir, settings.tools_dir.clone())
         };
-        let built = clearml_pyenv::build(&spec, progress)?;
-        python_version = Some(built.python_version.clone());
-        frozen = Some(built.frozen.clone());
-        python = Some(built.python.clone());
-        extra_env.push((
-            "VIRTUAL_ENV".into(),
-            Some(built.venv_dir.display().to_string()),
-        ));
+        let cached = match (&settings.venvs_cache, &opts.venv_target) {
+            (Some(cache), None) => {
+                env_cache_key(&spec, &found.version, &code_root, settings, progress).and_then(
+                    |inputs| match clearml_envcache::EnvCache::open(cache.clone()) {
+                        Ok(c) => Some((c, inputs)),
+                        Err(e) => {
+                            say(progress, &format!("Warning: venv cache unavailable: {e}"));
+                            None
+                        }
+                    },
+                )
+            }
+            (None, None) => {
+                say(
+                    progress,
+                    "::: Python virtual environment cache is DISABLED. To accelerate spin-up \
+                     time set `agent.venvs_cache.path=~/.clearml/venvs-cache` :::",
+                );
+                None
+            }
+            _ => None,
+        };
+        let venv_dir = spec.venv_dir.clone();
+        let restored = match &cached {
+            Some((cache, inputs)) => restore_env(cache, inputs, &venv_dir, progress)?,
+            None => None,
+        };
+        let (venv_python, version, packages) = match restored {
+            Some(r) => {
+                let how = format!("cache hit {}", clearml_envcache::short(r.in_use.key()));
+                // Inherited by the task through exec: eviction skips the entry until it ends.
+                if let Err(e) = r.in_use.keep_across_exec() {
+                    say(
+                        progress,
+                        &format!("Warning: cannot pin the cached environment: {e}"),
+                    );
+                }
+                env_in_use = Some(r.in_use);
+                say_ready(progress, env_started, &how);
+                (
+                    venv_dir.join("bin/python"),
+                    r.manifest.python,
+                    r.manifest.frozen,
+                )
+            }
+            None => {
+                if cached.is_some() && venv_dir.exists() {
+                    // The entry must hold exactly this requirement set, not the leftovers of
+                    // the previous task's environment.
+                    std::fs::remove_dir_all(&venv_dir)
+                        .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
+                }
+                let built = clearml_pyenv::build(&spec, progress)?;
+                if let Some((cache, inputs)) = &cached
+                    && built.manager == spec.manager
+                {
+                    store_env(cache, inputs, &built, progress);
+                }
+                say_ready(progress, env_started, "built");
+                (built.python, built.python_version, built.frozen)
+            }
+        };
+        python_version = Some(version);
+        frozen = Some(packages);
+        python = Some(venv_python);
+        extra_env.push(("VIRTUAL_ENV".into(), Some(venv_dir.display().to_string())));
         let path = std::env::var("PATH").unwrap_or_default();
         extra_env.push((
             "PATH".into(),
-            Some(format!("{}:{path}", built.venv_dir.join("bin").display())),
+            Some(format!("{}:{path}", venv_dir.join("bin").display())),
         ));
     }
 
@@ -452,7 +583,213 @@ pub fn prepare(
         frozen,
         commit,
         python_version,
+        env_in_use,
     })
+}
+
+fn say(progress: &dyn Progress, text: &str) {
+    clearml_pyenv::Reporter::line(progress, text);
+}
+
+/// The line the end-to-end test and the benchmark time the environment step by.
+fn say_ready(progress: &dyn Progress, started: Instant, how: &str) {
+    say(
+        progress,
+        &format!(
+            "::: Python environment ready in {:.3}s ({how}) :::",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+}
+
+/// Passes cache messages (evictions) to the task's console.
+struct CacheLines<'a>(&'a dyn Progress);
+
+impl clearml_envcache::Reporter for CacheLines<'_> {
+    fn line(&self, text: &str) {
+        say(self.0, text);
+    }
+}
+
+/// The cache inputs of `spec`, or `None` (said why) when it must not be cached.
+fn env_cache_key(
+    spec: &clearml_pyenv::EnvSpec,
+    python_full_version: &str,
+    code_root: &Path,
+    settings: &PrepareSettings,
+    progress: &dyn Progress,
+) -> Option<clearml_envcache::KeyInputs> {
+    let (uv, pip) = (clearml_pyenv::Manager::Uv, clearml_pyenv::Manager::Pip);
+    if spec.manager != uv && spec.manager != pip {
+        say(
+            progress,
+            &format!(
+                "::: Not using the venv cache: the {} manager installs from the project :::",
+                spec.manager.as_str()
+            ),
+        );
+        return None;
+    }
+    // A lock file can switch the build to `uv sync`/poetry, which install from files the
+    // requirement set does not cover.
+    if let Some(lock) = ["uv.lock", "poetry.lock"]
+        .into_iter()
+        .find(|f| code_root.join(f).is_file())
+    {
+        say(
+            progress,
+            &format!("::: Not using the venv cache: the repository has a {lock} :::"),
+        );
+        return None;
+    }
+    let set = match &spec.requirements {
+        clearml_pyenv::Requirements::Text(text) => {
+            clearml_envcache::normalise_text(text, spec.base_dir.as_deref())
+        }
+        clearml_pyenv::Requirements::Files(files) => clearml_envcache::normalise_files(files),
+        clearml_pyenv::Requirements::None => Ok(Ok(Vec::new())),
+        _ => Ok(Err(clearml_envcache::Uncacheable(
+            "the project itself is installed".into(),
+        ))),
+    };
+    let requirements = match set {
+        Ok(Ok(set)) => set,
+        Ok(Err(why)) => {
+            say(
+                progress,
+                &format!("::: Not using the venv cache: {} :::", why.0),
+            );
+            return None;
+        }
+        // The build reports the real problem (a missing -r file) properly.
+        Err(_) => return None,
+    };
+    // Every build option (upgrade, pip version, priority packages, torch settings, ...) goes
+    // into the key through the spec's own description, with the per-machine paths and the
+    // requirements (hashed by content above) blanked, so an option added to the spec later
+    // can never be forgotten here.
+    let mut shape = spec.clone();
+    shape.venv_dir = PathBuf::new();
+    shape.tools_dir = PathBuf::new();
+    shape.python_binary = None;
+    shape.uv_binary = None;
+    shape.uv_cache_dir = None;
+    shape.pip_cache_dir = None;
+    shape.base_dir = None;
+    shape.requirements = clearml_pyenv::Requirements::None;
+    let install_flags = vec![format!("{shape:?}")];
+    Some(clearml_envcache::KeyInputs {
+        python_version: python_full_version.to_string(),
+        package_manager: spec.manager.as_str().to_string(),
+        requirements,
+        index_urls: spec.extra_index_urls.clone(),
+        install_flags,
+        cuda_version: settings.cuda_version.clone(),
+        // The agent builds on the host; inside a container the image's python version is
+        // already part of the key.
+        docker_image: None,
+        system_site_packages: spec.system_site_packages,
+    })
+}
+
+/// A restore into `venv_dir` (cleared first), or `None` on a miss.
+fn restore_env(
+    cache: &clearml_envcache::EnvCache,
+    inputs: &clearml_envcache::KeyInputs,
+    venv_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Option<clearml_envcache::Restored>, PrepareError> {
+    let key = clearml_envcache::cache_key(inputs);
+    let short = clearml_envcache::short(&key);
+    if !cache.contains(&key) {
+        say(
+            progress,
+            &format!("::: Python environment cache miss {short} :::"),
+        );
+        return Ok(None);
+    }
+    say(
+        progress,
+        &format!("::: Using Cached environment {short} :::"),
+    );
+    // Only the venv folder: task_repository/ and code/ are its siblings.
+    if venv_dir.exists() {
+        std::fs::remove_dir_all(venv_dir)
+            .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
+    }
+    match cache.restore(&key, venv_dir, &CacheLines(progress)) {
+        Ok(Some(r)) => {
+            say(
+                progress,
+                &format!(
+                    "Restored {} in {:.3}s: {} files linked, {} rewritten, {} copied",
+                    venv_dir.display(),
+                    r.elapsed.as_secs_f64(),
+                    r.linked,
+                    r.rewritten,
+                    r.copied
+                ),
+            );
+            Ok(Some(r))
+        }
+        Ok(None) => {
+            say(progress, "The cached environment is gone; building instead");
+            Ok(None)
+        }
+        Err(e) => {
+            say(
+                progress,
+                &format!(
+                    "Warning: restoring the cached environment failed ({e}); building instead"
+                ),
+            );
+            let _ = std::fs::remove_dir_all(venv_dir);
+            Ok(None)
+        }
+    }
+}
+
+/// Adds a freshly built environment to the cache; failures only warn.
+fn store_env(
+    cache: &clearml_envcache::EnvCache,
+    inputs: &clearml_envcache::KeyInputs,
+    built: &clearml_pyenv::BuiltEnv,
+    progress: &dyn Progress,
+) {
+    let key = clearml_envcache::cache_key(inputs);
+    let short = clearml_envcache::short(&key);
+    match cache.store(
+        &key,
+        &built.venv_dir,
+        inputs,
+        &built.frozen,
+        &CacheLines(progress),
+    ) {
+        Ok(clearml_envcache::Stored::Added(m)) => say(
+            progress,
+            &format!(
+                "::: Stored environment {short} in the venv cache ({} files, {:.1} MB) :::",
+                m.files,
+                m.size as f64 / 1e6
+            ),
+        ),
+        Ok(clearml_envcache::Stored::AlreadyPresent) => {
+            say(
+                progress,
+                &format!("::: Environment {short} is already cached :::"),
+            );
+        }
+        Ok(clearml_envcache::Stored::Skipped(why)) => {
+            say(
+                progress,
+                &format!("::: Environment {short} not cached: {why} :::"),
+            );
+        }
+        Err(e) => say(
+            progress,
+            &format!("Warning: caching the environment failed: {e}"),
+        ),
+    }
 }
 
 /// `3.11` of `3.11.7`.

@@ -51,6 +51,10 @@ pub enum EnvError {
     /// uv could not be found or installed.
     #[error("uv: {0}")]
     Uv(String),
+
+    /// poetry could not be found or installed.
+    #[error("poetry: {0}")]
+    Poetry(String),
 }
 
 impl EnvError {

@@ -1,5 +1,5 @@
 //! Builds a task's Python environment the way clearml-agent 3.0.3 does, but fast: by default
-//! with [uv](https://github.com/astral-sh/uv), with `python -m venv` + pip as the other manager.
+//! with [uv](https://github.com/astral-sh/uv); pip, poetry and conda are the other managers.
 //!
 //! [`build`] runs, in order:
 //!
@@ -28,19 +28,36 @@
 //!   pipe and each line reaches the [`Reporter`] as it arrives, with `user:password@` in URLs
 //!   masked. Errors carry the command (masked), the exit status and the output's last lines.
 //!
-//! Adding a manager (poetry, conda) means a [`Manager`] variant, a variant of the internal
-//! `Backend` (which carries what the manager needs, like the uv binary) and a module with its
-//! create/install/freeze steps; [`Manager`] is `#[non_exhaustive]` so callers are ready.
+//! Managers ([`Manager`]; each falls back, with a report line, when it cannot run here):
+//!
+//! * uv: `uv venv` + `uv pip install`. When [`EnvSpec::project_dir`] has a `uv.lock` (or a
+//!   `pyproject.toml` with `[tool.uv]`), `uv sync [--locked]` instead, with
+//!   `UV_PROJECT_ENVIRONMENT` set to our venv so the task runs with the venv's python (no
+//!   `uv run`); a failing `--locked` sync is retried unlocked.
+//! * pip: `python -m venv` + pip, `pip_version` installed first, `extra_pip_install_flags`
+//!   appended to every install.
+//! * poetry: with a poetry project, `poetry install -n` into our venv (`VIRTUAL_ENV`, no
+//!   poetry-made venvs); poetry from `PATH` or bootstrapped into `<tools_dir>/poetry-venv`.
+//! * conda: `conda create -p <venv>` + the env's pip, when conda/mamba/micromamba exists.
+//!
+//! Requirement lines naming `priority_packages` are installed first, one by one; torch-family
+//! lines next, from the PyTorch index chosen by [`torch_index`] (no network probing); then the
+//! rest; `post_packages` last. A new manager is a [`Manager`] variant plus a variant of the
+//! internal `Backend` or `Project` and a module with its steps.
 //!
 //! Callers must not build the same `venv_dir` from two processes at once (clearml-agent gives
 //! each worker slot its own folder).
 
 mod command;
+mod conda;
 mod error;
 mod pip;
+mod poetry;
 mod python;
 mod report;
 mod requirements;
+mod steps;
+mod torch;
 mod uv;
 mod venv;
 
@@ -48,18 +65,27 @@ use std::path::{Path, PathBuf};
 
 pub use command::mask_secrets;
 pub use error::EnvError;
+pub use poetry::find_poetry;
 pub use python::{PythonInfo, find_python, python_version_from_binary};
 pub use report::{NullReporter, Reporter};
 pub use requirements::requirement_files;
+pub use torch::torch_index;
 pub use uv::{bootstrap_uv, find_uv};
 
 /// The tool that creates the venv and installs into it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Manager {
+    /// `uv venv` + `uv pip install`, or `uv sync` when the project has a `uv.lock`.
     #[default]
     Uv,
+    /// `python -m venv` + pip.
     Pip,
+    /// `poetry install` into our venv when the project is a poetry project, else as [`Manager::Uv`].
+    Poetry,
+    /// `conda create` + the env's pip, when a conda/mamba/micromamba binary exists, else as
+    /// [`Manager::Uv`].
+    Conda,
 }
 
 impl Manager {
@@ -67,6 +93,8 @@ impl Manager {
         match self {
             Manager::Uv => "uv",
             Manager::Pip => "pip",
+            Manager::Poetry => "poetry",
+            Manager::Conda => "conda",
         }
     }
 }
@@ -117,6 +145,37 @@ pub struct EnvSpec {
     pub base_dir: Option<PathBuf>,
     /// Extra environment variables for the installer processes (applied last).
     pub env: Vec<(String, String)>,
+    /// `agent.package_manager.extra_pip_install_flags`: appended to every `pip install` (pip and
+    /// conda modes; uv does not take pip's flags).
+    pub extra_pip_install_flags: Vec<String>,
+    /// `agent.package_manager.poetry_version`, e.g. "1.8.3", ">=2,<3"; `None` uses the `poetry`
+    /// on `PATH`, or bootstraps the latest into `<tools_dir>/poetry-venv`.
+    pub poetry_version: Option<String>,
+    /// Appended to `poetry install -n`.
+    pub poetry_install_extra_args: Vec<String>,
+    /// Appended to `uv sync`.
+    pub uv_sync_extra_args: Vec<String>,
+    /// `uv sync --locked` when the project has a `uv.lock` (default true).
+    pub uv_sync_locked_if_lock_file: bool,
+    /// `agent.package_manager.conda_channels`, each passed as `-c`.
+    pub conda_channels: Vec<String>,
+    /// Requirement names installed first, one by one (`agent.package_manager.priority_packages`).
+    pub priority_packages: Vec<String>,
+    /// As `priority_packages`, but a failure is only a warning.
+    pub priority_optional_packages: Vec<String>,
+    /// Requirement names taken out of the main set and installed after it, one by one.
+    pub post_packages: Vec<String>,
+    /// As `post_packages`, but a failure is only a warning.
+    pub post_optional_packages: Vec<String>,
+    /// Use the PyTorch nightly index (and pre-releases) for torch packages.
+    pub torch_nightly: bool,
+    /// The CUDA version ("12.1" or "121") that picks the PyTorch index; see [`torch_index`].
+    pub cuda_version: Option<String>,
+    /// Take torch packages from the PyTorch CPU index.
+    pub cpu_only: bool,
+    /// The folder that may hold `pyproject.toml` / `poetry.lock` / `uv.lock` (the repository
+    /// root); `uv sync` and `poetry install` run there.
+    pub project_dir: Option<PathBuf>,
 }
 
 impl EnvSpec {
@@ -138,6 +197,20 @@ impl EnvSpec {
             uv_binary: None,
             base_dir: None,
             env: Vec::new(),
+            extra_pip_install_flags: Vec::new(),
+            poetry_version: None,
+            poetry_install_extra_args: Vec::new(),
+            uv_sync_extra_args: Vec::new(),
+            uv_sync_locked_if_lock_file: true,
+            conda_channels: Vec::new(),
+            priority_packages: Vec::new(),
+            priority_optional_packages: Vec::new(),
+            post_packages: Vec::new(),
+            post_optional_packages: Vec::new(),
+            torch_nightly: false,
+            cuda_version: None,
+            cpu_only: false,
+            project_dir: None,
         }
     }
 }
@@ -179,22 +252,16 @@ pub fn build(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<BuiltEnv, EnvErr
     // venv work.
     let prepared = requirements::prepare(spec, reporter)?;
 
-    let backend = match spec.manager {
-        Manager::Uv => match resolve_uv(spec, &python.path, reporter) {
-            Ok(uv) => Backend::Uv(uv),
-            Err(err) => {
-                reporter.line(&format!(
-                    "Warning: uv is not available ({err}); using venv and pip instead"
-                ));
-                Backend::Pip
-            }
-        },
-        Manager::Pip => Backend::Pip,
+    let (backend, project) = plan(spec, &python.path, reporter)?;
+    let manager = match &project {
+        Some(Project::UvSync { .. }) => Manager::Uv,
+        Some(Project::Poetry { .. }) => Manager::Poetry,
+        None => backend.manager(),
     };
     reporter.line(&format!(
         "Building the Python environment in {} with {}",
         spec.venv_dir.display(),
-        backend.manager().as_str()
+        manager.as_str()
     ));
 
     let reused = match venv::inspect(&spec.venv_dir) {
@@ -230,7 +297,7 @@ pub fn build(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<BuiltEnv, EnvErr
         venv::clear(&spec.venv_dir)?;
         std::fs::create_dir_all(&spec.venv_dir)
             .map_err(|source| EnvError::io("creating", &spec.venv_dir, source))?;
-        backend.create_venv(&python.path, spec, reporter)?;
+        backend.create_venv(&python, spec, reporter)?;
         if !venv_python.is_file() {
             return Err(EnvError::Venv(format!(
                 "{} was not created",
@@ -238,7 +305,17 @@ pub fn build(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<BuiltEnv, EnvErr
             )));
         }
     }
-    backend.install(&venv_python, spec, &prepared, reporter)?;
+    match &project {
+        Some(Project::UvSync { uv, dir, lock }) => {
+            ignore_task_requirements(spec, "uv sync", reporter);
+            uv::sync(uv, &python.path, dir, *lock, spec, reporter)?;
+        }
+        Some(Project::Poetry { poetry, dir }) => {
+            ignore_task_requirements(spec, "poetry install", reporter);
+            poetry::install(poetry, dir, spec, reporter)?;
+        }
+        None => backend.install(&venv_python, spec, &prepared, reporter)?,
+    }
     let raw = backend.freeze(&venv_python, spec)?;
     let frozen = requirements::filter_freeze(&raw, &prepared.names);
     reporter.line(&format!(
@@ -252,19 +329,134 @@ pub fn build(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<BuiltEnv, EnvErr
         // A venv runs its base interpreter, and reuse required the same full version.
         python_version: python.version,
         frozen,
-        manager: backend.manager(),
+        manager,
         uv: match backend {
             Backend::Uv(uv) => Some(uv),
-            Backend::Pip => None,
+            Backend::Pip | Backend::Conda(_) => None,
         },
         reused,
     })
 }
 
-/// The manager that runs, with what it needs; a new manager is a variant here plus a module.
+/// The project folder whose own files (`uv.lock` / `[tool.uv]` for uv, `poetry.lock` /
+/// `[tool.poetry]` for poetry) [`build`] would install from instead of `spec.requirements`, with
+/// the manager that reads them; `None` when the requirements drive the build. A venv cache
+/// must key such builds on those files (or skip them).
+pub fn lock_project(spec: &EnvSpec) -> Option<(Manager, PathBuf)> {
+    match spec.manager {
+        Manager::Uv => uv::sync_project(spec).map(|(dir, _)| (Manager::Uv, dir)),
+        Manager::Poetry => poetry::project(spec).map(|dir| (Manager::Poetry, dir)),
+        Manager::Pip | Manager::Conda => None,
+    }
+}
+
+/// A project whose own files (lock files) decide the environment instead of the requirements.
+enum Project {
+    /// `uv sync` in `dir`; `lock` when a `uv.lock` is there.
+    UvSync {
+        uv: PathBuf,
+        dir: PathBuf,
+        lock: bool,
+    },
+    /// `poetry install` in `dir`.
+    Poetry { poetry: PathBuf, dir: PathBuf },
+}
+
+/// Picks the backend that creates, installs into and freezes the venv, and the project step
+/// that replaces the install, falling back (with a report line) when the requested manager
+/// cannot run here.
+fn plan(
+    spec: &EnvSpec,
+    python: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Backend, Option<Project>), EnvError> {
+    let uv_or_pip = || match resolve_uv(spec, python, reporter) {
+        Ok(uv) => Backend::Uv(uv),
+        Err(err) => {
+            reporter.line(&format!(
+                "Warning: uv is not available ({err}); using venv and pip instead"
+            ));
+            Backend::Pip
+        }
+    };
+    Ok(match spec.manager {
+        Manager::Pip => (Backend::Pip, None),
+        Manager::Uv => {
+            let backend = uv_or_pip();
+            let project = match (uv::sync_project(spec), &backend) {
+                (Some((dir, lock)), Backend::Uv(uv)) => Some(Project::UvSync {
+                    uv: uv.clone(),
+                    dir,
+                    lock,
+                }),
+                (Some((dir, _)), _) => {
+                    reporter.line(&format!(
+                        "Warning: {} is a uv project, but without uv it cannot be synced; \
+                         installing the requirements with pip",
+                        dir.display()
+                    ));
+                    None
+                }
+                (None, _) => None,
+            };
+            (backend, project)
+        }
+        Manager::Poetry => match poetry::project(spec) {
+            Some(dir) => {
+                let backend = uv_or_pip();
+                let uv = match &backend {
+                    Backend::Uv(uv) => Some(uv.as_path()),
+                    _ => None,
+                };
+                let poetry = find_poetry(
+                    &spec.tools_dir,
+                    spec.poetry_version.as_deref(),
+                    python,
+                    uv,
+                    reporter,
+                )?;
+                (backend, Some(Project::Poetry { poetry, dir }))
+            }
+            None => {
+                reporter.line(&format!(
+                    "poetry requested but {} has no poetry project (poetry.lock or \
+                     pyproject.toml with [tool.poetry]); using uv",
+                    spec.project_dir
+                        .as_deref()
+                        .map_or_else(|| "the task".to_string(), |d| d.display().to_string())
+                ));
+                (uv_or_pip(), None)
+            }
+        },
+        Manager::Conda => match conda::find() {
+            Some(conda) => (Backend::Conda(conda), None),
+            None => {
+                reporter.line(
+                    "conda requested but no conda binary found (conda, mamba or micromamba on \
+                     PATH); using uv",
+                );
+                (uv_or_pip(), None)
+            }
+        },
+    })
+}
+
+fn ignore_task_requirements(spec: &EnvSpec, tool: &str, reporter: &dyn Reporter) {
+    if spec.requirements != Requirements::None {
+        reporter.line(&format!(
+            "The project's lock/pyproject files drive {tool}; the task's requirements are not \
+             installed separately"
+        ));
+    }
+}
+
+/// The manager that creates the venv, installs requirements into it and freezes it; a new
+/// manager is a variant here plus a module.
 enum Backend {
     Uv(PathBuf),
     Pip,
+    /// The conda/mamba/micromamba binary; installs go through the env's pip.
+    Conda(PathBuf),
 }
 
 impl Backend {
@@ -272,23 +464,25 @@ impl Backend {
         match self {
             Backend::Uv(_) => Manager::Uv,
             Backend::Pip => Manager::Pip,
+            Backend::Conda(_) => Manager::Conda,
         }
     }
 
-    /// pip mode installs with the venv's own pip; uv does not need one.
+    /// pip and conda modes install with the env's own pip; uv does not need one.
     fn needs_pip(&self) -> bool {
-        matches!(self, Backend::Pip)
+        !matches!(self, Backend::Uv(_))
     }
 
     fn create_venv(
         &self,
-        python: &Path,
+        python: &PythonInfo,
         spec: &EnvSpec,
         reporter: &dyn Reporter,
     ) -> Result<(), EnvError> {
         match self {
-            Backend::Uv(uv) => uv::create_venv(uv, python, spec, reporter),
-            Backend::Pip => pip::create_venv(python, spec, reporter),
+            Backend::Uv(uv) => uv::create_venv(uv, &python.path, spec, reporter),
+            Backend::Pip => pip::create_venv(&python.path, spec, reporter),
+            Backend::Conda(conda) => conda::create(conda, &python.version, spec, reporter),
         }
     }
 
@@ -301,14 +495,14 @@ impl Backend {
     ) -> Result<(), EnvError> {
         match self {
             Backend::Uv(uv) => uv::install(uv, venv_python, spec, prepared, reporter),
-            Backend::Pip => pip::install(venv_python, spec, prepared, reporter),
+            Backend::Pip | Backend::Conda(_) => pip::install(venv_python, spec, prepared, reporter),
         }
     }
 
     fn freeze(&self, venv_python: &Path, spec: &EnvSpec) -> Result<String, EnvError> {
         match self {
             Backend::Uv(uv) => uv::freeze(uv, venv_python, spec),
-            Backend::Pip => pip::freeze(venv_python, spec),
+            Backend::Pip | Backend::Conda(_) => pip::freeze(venv_python, spec),
         }
     }
 }

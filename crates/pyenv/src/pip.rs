@@ -7,7 +7,8 @@ use crate::EnvSpec;
 use crate::command::{run_captured, run_streamed};
 use crate::error::EnvError;
 use crate::report::Reporter;
-use crate::requirements::{Install, Prepared};
+use crate::requirements::Prepared;
+use crate::steps::{self, Index, Target};
 use crate::uv::{EnvChange, apply};
 
 /// pip's environment: `PYTHONPATH` removed (the agent's own path must not leak into the
@@ -88,29 +89,44 @@ pub(crate) fn install(
     if !pins.is_empty() {
         let mut cmd = pip_install(venv_python, spec);
         cmd.args(&pins).arg("--upgrade");
+        cmd.args(&spec.extra_pip_install_flags);
         run_streamed(cmd, "installing the requested pip version", reporter)?;
     }
-    for step in &prepared.installs {
+    steps::run_all(prepared, "pip", reporter, &|target, index| {
         let mut cmd = pip_install(venv_python, spec);
-        let what = match step {
-            Install::File { path, source } => {
+        match target {
+            Target::File(path) => {
                 cmd.arg("-r").arg(path);
-                format!("installing {source} with pip")
             }
-            Install::Project(dir) => {
+            Target::Project(dir) => {
                 cmd.arg(dir);
-                format!("installing the project {} with pip", dir.display())
             }
-        };
+            Target::Lines(lines) => {
+                cmd.args(lines);
+            }
+        }
         if spec.force_upgrade {
             cmd.arg("--upgrade");
         }
-        for url in &spec.extra_index_urls {
-            cmd.arg("--extra-index-url").arg(url);
+        match index {
+            Index::Default => {
+                for url in &spec.extra_index_urls {
+                    cmd.arg("--extra-index-url").arg(url);
+                }
+            }
+            // pip merges all indexes and takes the highest version, which for an unpinned torch
+            // can be PyPI's build for another CUDA; the PyTorch index alone cannot.
+            Index::Only { url, pre } => {
+                cmd.env_remove("PIP_EXTRA_INDEX_URL");
+                cmd.arg("--index-url").arg(url);
+                if pre {
+                    cmd.arg("--pre");
+                }
+            }
         }
-        run_streamed(cmd, &what, reporter)?;
-    }
-    Ok(())
+        cmd.args(&spec.extra_pip_install_flags);
+        cmd
+    })
 }
 
 /// `pip freeze --all`; the tooling is filtered afterwards the same way as uv's freeze.

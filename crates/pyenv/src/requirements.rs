@@ -69,6 +69,20 @@ pub(crate) enum Install {
     File { path: PathBuf, source: String },
     /// A project folder, installed as a package.
     Project(PathBuf),
+    /// One requirement line installed on its own: a priority package (before the rest) or a
+    /// post package (after). An optional one may fail with a warning.
+    Package {
+        line: String,
+        optional: bool,
+        stage: &'static str,
+    },
+    /// The torch-family lines, installed first from the PyTorch index alone (the CUDA build),
+    /// falling back to the default indexes when that fails.
+    Torch {
+        lines: Vec<String>,
+        index: String,
+        pre: bool,
+    },
 }
 
 /// The cleaned requirements, ready to install.
@@ -117,6 +131,15 @@ pub(crate) fn prepare(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<Prepare
         }
     }
 
+    let torch = crate::torch::torch_index(
+        spec.cuda_version.as_deref(),
+        spec.cpu_only,
+        spec.torch_nightly,
+    );
+    let split = Split::new(spec, torch.is_some());
+    let mut priority = Vec::new();
+    let mut torch_lines = Vec::new();
+    let mut post = Vec::new();
     let temp = tempfile::Builder::new()
         .prefix("clearml-requirements-")
         .tempdir()
@@ -133,20 +156,108 @@ pub(crate) fn prepare(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<Prepare
             },
             reporter,
         )?;
-        if cleaned.lines.is_empty() {
-            reporter.line(&format!("Nothing to install from {source}"));
+        prepared.names.extend(cleaned.names);
+        prepared.pip_pins.extend(cleaned.pip_pins);
+        let mut kept = Vec::with_capacity(cleaned.lines.len());
+        for line in cleaned.lines {
+            match split.role(&line) {
+                Role::Keep => kept.push(line),
+                Role::Torch => torch_lines.push(line),
+                Role::Priority { optional } => priority.push(Install::Package {
+                    line,
+                    optional,
+                    stage: "priority",
+                }),
+                Role::Post { optional } => post.push(Install::Package {
+                    line,
+                    optional,
+                    stage: "post",
+                }),
+            }
+        }
+        if kept.is_empty() {
+            reporter.line(&format!("Nothing else to install from {source}"));
             continue;
         }
         let path = temp.path().join(format!("requirements-{index}.txt"));
-        let mut body = cleaned.lines.join("\n");
+        let mut body = kept.join("\n");
         body.push('\n');
         fs::write(&path, body).map_err(|source| EnvError::io("writing", &path, source))?;
-        prepared.names.extend(cleaned.names);
-        prepared.pip_pins.extend(cleaned.pip_pins);
         prepared.installs.push(Install::File { path, source });
     }
+    // Order: priority packages one by one, torch from its index, the rest, post packages.
+    let mut installs = priority;
+    if let Some(index) = torch.filter(|_| !torch_lines.is_empty()) {
+        reporter.line(&format!(
+            "PyTorch packages ({}) will be installed from {index}",
+            torch_lines.join(", ")
+        ));
+        installs.push(Install::Torch {
+            lines: torch_lines,
+            index,
+            pre: spec.torch_nightly,
+        });
+    }
+    installs.append(&mut prepared.installs);
+    installs.extend(post);
+    prepared.installs = installs;
     prepared._temp = Some(temp);
     Ok(prepared)
+}
+
+/// What happens to one cleaned requirement line.
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    Keep,
+    Torch,
+    Priority { optional: bool },
+    Post { optional: bool },
+}
+
+/// The normalised package names that leave the main requirement set.
+struct Split {
+    torch: bool,
+    priority: BTreeSet<String>,
+    priority_optional: BTreeSet<String>,
+    post: BTreeSet<String>,
+    post_optional: BTreeSet<String>,
+}
+
+impl Split {
+    fn new(spec: &EnvSpec, torch: bool) -> Self {
+        let names = |list: &[String]| -> BTreeSet<String> {
+            list.iter()
+                .filter_map(|n| requirement_name(n.trim()))
+                .collect()
+        };
+        Split {
+            torch,
+            priority: names(&spec.priority_packages),
+            priority_optional: names(&spec.priority_optional_packages),
+            post: names(&spec.post_packages),
+            post_optional: names(&spec.post_optional_packages),
+        }
+    }
+
+    fn role(&self, line: &str) -> Role {
+        // Options, URLs and paths have no name and stay where they are.
+        let Some(name) = requirement_name(line) else {
+            return Role::Keep;
+        };
+        if self.torch && crate::torch::TORCH_PACKAGES.contains(&name.as_str()) {
+            Role::Torch
+        } else if self.priority.contains(&name) {
+            Role::Priority { optional: false }
+        } else if self.priority_optional.contains(&name) {
+            Role::Priority { optional: true }
+        } else if self.post.contains(&name) {
+            Role::Post { optional: false }
+        } else if self.post_optional.contains(&name) {
+            Role::Post { optional: true }
+        } else {
+            Role::Keep
+        }
+    }
 }
 
 struct Context<'a> {
@@ -455,6 +566,63 @@ mod tests {
         assert!(cleaned.names.contains("pyyaml") && cleaned.names.contains("six"));
         assert_eq!(reports.len(), 3, "{reports:?}");
         assert!(reports[2].contains("/nonexistent/dir/pkg-1.0.whl"));
+    }
+
+    #[test]
+    fn priority_torch_and_post_lines_are_split_out_in_order() {
+        let mut spec = EnvSpec::new("/v", "/t");
+        spec.requirements = Requirements::Text(
+            "Cython==3.0\nsix==1.16.0\ntorch==2.1.0\nHorovod\n--extra-index-url https://x/simple\n\
+             torchvision\npygobject\n"
+                .into(),
+        );
+        spec.priority_packages = vec!["cython".into()];
+        spec.priority_optional_packages = vec!["PyGObject".into()];
+        spec.post_packages = vec!["horovod".into()];
+        spec.cuda_version = Some("12.1".into());
+        let prepared = prepare(&spec, &NullSink).unwrap();
+        let kinds: Vec<String> = prepared
+            .installs
+            .iter()
+            .map(|i| match i {
+                Install::Package {
+                    line,
+                    optional,
+                    stage,
+                } => format!("{stage}:{line}:{optional}"),
+                Install::Torch { lines, index, pre } => {
+                    format!("torch:{}:{index}:{pre}", lines.join(","))
+                }
+                Install::File { path, .. } => fs::read_to_string(path).unwrap(),
+                Install::Project(_) => "project".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "priority:Cython==3.0:false",
+                "priority:pygobject:true",
+                "torch:torch==2.1.0,torchvision:https://download.pytorch.org/whl/cu121:false",
+                "six==1.16.0\n--extra-index-url https://x/simple\n",
+                "post:Horovod:false",
+            ]
+        );
+        assert!(prepared.names.contains("torch") && prepared.names.contains("horovod"));
+
+        // Without a CUDA version (and not cpu-only) torch stays in the main set.
+        spec.cuda_version = None;
+        let prepared = prepare(&spec, &NullSink).unwrap();
+        assert!(
+            !prepared
+                .installs
+                .iter()
+                .any(|i| matches!(i, Install::Torch { .. }))
+        );
+    }
+
+    struct NullSink;
+    impl Reporter for NullSink {
+        fn line(&self, _: &str) {}
     }
 
     #[test]

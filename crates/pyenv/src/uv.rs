@@ -9,7 +9,8 @@ use crate::command::{run_captured, run_streamed};
 use crate::error::EnvError;
 use crate::python::{is_executable, on_path};
 use crate::report::Reporter;
-use crate::requirements::{Install, Prepared};
+use crate::requirements::Prepared;
+use crate::steps::{self, Index, Target};
 use crate::venv;
 
 /// The folder, under `tools_dir`, of the venv uv is bootstrapped into.
@@ -216,7 +217,7 @@ pub(crate) fn apply(cmd: &mut Command, changes: Vec<EnvChange>) {
     }
 }
 
-fn uv_command(uv: &Path, spec: &EnvSpec) -> Command {
+pub(crate) fn uv_command(uv: &Path, spec: &EnvSpec) -> Command {
     let mut cmd = Command::new(uv);
     apply(&mut cmd, uv_env(spec, &|name| lookup(spec, name)));
     if let Some(dir) = spec.base_dir.as_deref().filter(|d| d.is_dir()) {
@@ -254,28 +255,98 @@ pub(crate) fn install(
     prepared: &Prepared,
     reporter: &dyn Reporter,
 ) -> Result<(), EnvError> {
-    for step in &prepared.installs {
+    steps::run_all(prepared, "uv", reporter, &|target, index| {
         let mut cmd = uv_command(uv, spec);
         cmd.args(["pip", "install", "--python"]).arg(venv_python);
-        let what = match step {
-            Install::File { path, source } => {
+        match target {
+            Target::File(path) => {
                 cmd.arg("-r").arg(path);
-                format!("installing {source} with uv")
             }
-            Install::Project(dir) => {
+            Target::Project(dir) => {
                 cmd.arg(dir);
-                format!("installing the project {} with uv", dir.display())
             }
-        };
-        for url in &spec.extra_index_urls {
-            cmd.arg("--extra-index-url").arg(url);
+            Target::Lines(lines) => {
+                cmd.args(lines);
+            }
+        }
+        match index {
+            Index::Default => {
+                for url in &spec.extra_index_urls {
+                    cmd.arg("--extra-index-url").arg(url);
+                }
+            }
+            // `--index-url` alone: with the default first-index strategy uv would otherwise
+            // still take a package from whichever index lists it first; here only the PyTorch
+            // index is asked, so the CUDA (or CPU) build is what gets installed.
+            Index::Only { url, pre } => {
+                // uv asks extra indexes before the main one, so an inherited extra index would
+                // still win; this step is the PyTorch index's alone.
+                cmd.env_remove("UV_EXTRA_INDEX_URL").env_remove("UV_INDEX");
+                cmd.arg("--index-url").arg(url);
+                if pre {
+                    cmd.args(["--prerelease", "allow"]);
+                }
+            }
         }
         if spec.force_upgrade {
             cmd.arg("--upgrade");
         }
-        run_streamed(cmd, &what, reporter)?;
+        cmd
+    })
+}
+
+/// The uv project in `spec.project_dir`: one with a `uv.lock`, or a `pyproject.toml` with a
+/// `[tool.uv...]` table. A plain `pyproject.toml` is not enough: uv is our default manager, and
+/// syncing every repository that has one would ignore the task's requirements.
+pub(crate) fn sync_project(spec: &EnvSpec) -> Option<(PathBuf, bool)> {
+    let dir = spec.project_dir.as_ref()?;
+    if dir.join("uv.lock").is_file() {
+        return Some((dir.clone(), true));
     }
-    Ok(())
+    let text = fs::read_to_string(dir.join("pyproject.toml")).ok()?;
+    text.lines()
+        .any(|l| l.trim_start().starts_with("[tool.uv"))
+        .then(|| (dir.clone(), false))
+}
+
+/// `uv sync` into our venv: `UV_PROJECT_ENVIRONMENT` points uv at `spec.venv_dir` instead of
+/// `<project>/.venv`, so the task runs with the venv's python directly (no `uv run`). A failing
+/// `--locked` sync (a stale lock) is retried without it, as clearml-agent does.
+pub(crate) fn sync(
+    uv: &Path,
+    python: &Path,
+    dir: &Path,
+    lock: bool,
+    spec: &EnvSpec,
+    reporter: &dyn Reporter,
+) -> Result<(), EnvError> {
+    let command = |locked: bool| {
+        let mut cmd = uv_command(uv, spec);
+        cmd.current_dir(dir)
+            .env("UV_PROJECT_ENVIRONMENT", &spec.venv_dir)
+            .arg("sync");
+        if locked {
+            cmd.arg("--locked");
+        }
+        cmd.arg("--project").arg(dir).arg("--python").arg(python);
+        cmd.args(&spec.uv_sync_extra_args);
+        for url in &spec.extra_index_urls {
+            cmd.arg("--extra-index-url").arg(url);
+        }
+        cmd
+    };
+    let locked = lock && spec.uv_sync_locked_if_lock_file;
+    let first = run_streamed(command(locked), "syncing the uv project", reporter);
+    match first {
+        Err(err) if locked => {
+            reporter.line(&format!(
+                "Warning: `uv sync --locked` failed ({}); retrying without --locked",
+                err.to_string().lines().next().unwrap_or_default()
+            ));
+            run_streamed(command(false), "syncing the uv project", reporter)
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn freeze(uv: &Path, venv_python: &Path, spec: &EnvSpec) -> Result<String, EnvError> {
