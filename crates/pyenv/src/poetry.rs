@@ -7,7 +7,7 @@
 //! activated venv as is), with `POETRY_VIRTUALENVS_CREATE=false` so it never makes another. The
 //! task then runs with the venv's python, no `poetry run` needed.
 
-use std::fs::{self, OpenOptions, TryLockError};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -74,28 +74,7 @@ pub fn find_poetry(
         return Ok(poetry);
     }
 
-    fs::create_dir_all(tools_dir).map_err(|source| EnvError::io("creating", tools_dir, source))?;
-    let lock_path = tools_dir.join("poetry-bootstrap.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| EnvError::io("opening", &lock_path, source))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            reporter.line(&format!(
-                "Waiting for another process installing poetry into {}",
-                tools_dir.display()
-            ));
-            lock.lock()
-                .map_err(|source| EnvError::io("locking", &lock_path, source))?;
-        }
-        Err(TryLockError::Error(source)) => {
-            return Err(EnvError::io("locking", &lock_path, source));
-        }
-    }
+    let _lock = crate::uv::lock_tool_install(tools_dir, "poetry", reporter)?;
     // Whoever held the lock may have just installed it.
     if ready(&poetry) {
         return Ok(poetry);

@@ -75,28 +75,7 @@ pub fn bootstrap_uv(
     python: &Path,
     reporter: &dyn Reporter,
 ) -> Result<PathBuf, EnvError> {
-    fs::create_dir_all(tools_dir).map_err(|source| EnvError::io("creating", tools_dir, source))?;
-    let lock_path = tools_dir.join("uv-bootstrap.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| EnvError::io("opening", &lock_path, source))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            reporter.line(&format!(
-                "Waiting for another process installing uv into {}",
-                tools_dir.display()
-            ));
-            lock.lock()
-                .map_err(|source| EnvError::io("locking", &lock_path, source))?;
-        }
-        Err(TryLockError::Error(source)) => {
-            return Err(EnvError::io("locking", &lock_path, source));
-        }
-    }
+    let _lock = lock_tool_install(tools_dir, "uv", reporter)?;
 
     // Whoever held the lock may have just installed it.
     let uv = tool_uv(tools_dir);
@@ -353,6 +332,39 @@ pub(crate) fn freeze(uv: &Path, venv_python: &Path, spec: &EnvSpec) -> Result<St
     let mut cmd = uv_command(uv, spec);
     cmd.args(["pip", "freeze", "--python"]).arg(venv_python);
     run_captured(cmd, "listing installed packages with uv")
+}
+
+/// Takes the exclusive lock `<tools_dir>/<tool>-bootstrap.lock` (creating the folder), saying
+/// so when another process holds it, so concurrent agents install a tool once. The lock lasts
+/// as long as the returned file.
+pub(crate) fn lock_tool_install(
+    tools_dir: &Path,
+    tool: &str,
+    reporter: &dyn Reporter,
+) -> Result<fs::File, EnvError> {
+    fs::create_dir_all(tools_dir).map_err(|source| EnvError::io("creating", tools_dir, source))?;
+    let lock_path = tools_dir.join(format!("{tool}-bootstrap.lock"));
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| EnvError::io("opening", &lock_path, source))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            reporter.line(&format!(
+                "Waiting for another process installing {tool} into {}",
+                tools_dir.display()
+            ));
+            lock.lock()
+                .map_err(|source| EnvError::io("locking", &lock_path, source))?;
+        }
+        Err(TryLockError::Error(source)) => {
+            return Err(EnvError::io("locking", &lock_path, source));
+        }
+    }
+    Ok(lock)
 }
 
 #[cfg(test)]
