@@ -7,72 +7,18 @@ use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clearml_api::{Client, ClientConfig};
 use serde_json::{Value, json};
 
+mod common;
+use common::{bin, free_port, git, run, uv, workspace};
+
 const KEY: &str = "E2EACCESSKEY";
 const SECRET: &str = "E2E-SECRET-d41d8cd98f00b204";
 const GIT_PASS: &str = "git-pass-5f4dcc3b5aa765d61d83";
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("clearml-agent")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// One uv for every test run (bootstrapped once into the ignored .cache folder).
-fn uv() -> PathBuf {
-    static UV: OnceLock<PathBuf> = OnceLock::new();
-    UV.get_or_init(|| {
-        if let Ok(p) = std::env::var("CLEARML_TEST_UV") {
-            return PathBuf::from(p);
-        }
-        struct Quiet;
-        impl clearml_pyenv::Reporter for Quiet {
-            fn line(&self, _: &str) {}
-        }
-        let tools = workspace().join(".cache/test-tools");
-        clearml_pyenv::find_uv(&tools, Path::new("python3"), &Quiet).expect("uv")
-    })
-    .clone()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir))
-}
 
 /// A server process plus an agent configuration pointing at it.
 struct Setup {

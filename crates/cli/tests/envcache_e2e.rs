@@ -5,61 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{bin, free_port, git, run, uv, workspace};
 
 const KEY: &str = "ENVCACHEACCESSKEY";
 const SECRET: &str = "ENVCACHE-SECRET-0b204d41d8cd98f";
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("clearml-agent")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn uv() -> PathBuf {
-    static UV: OnceLock<PathBuf> = OnceLock::new();
-    UV.get_or_init(|| {
-        if let Ok(p) = std::env::var("CLEARML_TEST_UV") {
-            return PathBuf::from(p);
-        }
-        let tools = workspace().join(".cache/test-tools");
-        clearml_pyenv::find_uv(&tools, Path::new("python3"), &clearml_pyenv::NullReporter)
-            .expect("uv")
-    })
-    .clone()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir))
-}
 
 struct Setup {
     dir: tempfile::TempDir,
