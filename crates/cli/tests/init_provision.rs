@@ -7,42 +7,16 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use clearml_config::{Config, Env, LoadOptions};
-use clearml_server::{Credential, Server, ServerConfig};
 use serde_json::Value as Json;
 
 const KEY: &str = "PROVISIONKEY42";
 const SECRET: &str = "Provision-secret-never-printed-Xy7";
 
-struct TestServer {
-    _rt: tokio::runtime::Runtime,
-    _server: Server,
-    _dir: tempfile::TempDir,
-    api: String,
-    files: String,
-}
+mod common;
+use common::TestServer;
 
 fn server() -> TestServer {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(dir.path().join("data"));
-    config.port = 0;
-    config.files_port = 0;
-    config.credential = Some(Credential {
-        access_key: KEY.into(),
-        secret_key: SECRET.into(),
-    });
-    let server = rt.block_on(Server::start(config)).expect("server starts");
-    TestServer {
-        api: format!("http://{}", server.api_addr()),
-        files: format!("http://{}", server.files_addr()),
-        _rt: rt,
-        _server: server,
-        _dir: dir,
-    }
+    common::in_process_server(KEY, SECRET)
 }
 
 /// `init` with a clean environment, an empty home and no standard input.

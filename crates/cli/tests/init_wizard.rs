@@ -14,44 +14,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clearml_config::{Config, Env, LoadOptions};
-use clearml_server::{Credential, Server, ServerConfig};
 use nix::sys::termios::{LocalFlags, tcgetattr};
 
 const KEY: &str = "WIZARDKEY0123456789";
 const SECRET: &str = "S3cret-never-on-screen-7Hq2";
 const GIT_PASS: &str = "GitToken-not-shown-x81";
 
-/// The embedded server on free loopback ports, running while this lives.
-struct TestServer {
-    _rt: tokio::runtime::Runtime,
-    _server: Server,
-    _dir: tempfile::TempDir,
-    api: String,
-    files: String,
-}
+mod common;
+use common::TestServer;
 
 fn server() -> TestServer {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(dir.path().join("data"));
-    config.port = 0;
-    config.files_port = 0;
-    config.credential = Some(Credential {
-        access_key: KEY.into(),
-        secret_key: SECRET.into(),
-    });
-    let server = rt.block_on(Server::start(config)).expect("server starts");
-    TestServer {
-        api: format!("http://{}", server.api_addr()),
-        files: format!("http://{}", server.files_addr()),
-        _rt: rt,
-        _server: server,
-        _dir: dir,
-    }
+    common::in_process_server(KEY, SECRET)
 }
 
 /// The program on a pseudo-terminal, with everything it wrote kept.

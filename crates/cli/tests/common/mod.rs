@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use clearml_server::{Credential, Server, ServerConfig};
+
 pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("clearml-agent")
 }
@@ -53,4 +55,38 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(["-c", "init.defaultBranch=main"])
         .args(args)
         .current_dir(dir))
+}
+
+/// The embedded server in this process on free loopback ports, with the given keys, running
+/// while this lives.
+pub struct TestServer {
+    _rt: tokio::runtime::Runtime,
+    _server: Server,
+    _dir: tempfile::TempDir,
+    pub api: String,
+    pub files: String,
+}
+
+pub fn in_process_server(key: &str, secret: &str) -> TestServer {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::new(dir.path().join("data"));
+    config.port = 0;
+    config.files_port = 0;
+    config.credential = Some(Credential {
+        access_key: key.into(),
+        secret_key: secret.into(),
+    });
+    let server = rt.block_on(Server::start(config)).expect("server starts");
+    TestServer {
+        api: format!("http://{}", server.api_addr()),
+        files: format!("http://{}", server.files_addr()),
+        _rt: rt,
+        _server: server,
+        _dir: dir,
+    }
 }
