@@ -132,9 +132,11 @@ pub async fn run_daemon(
         let _ = shutdown_tx.send(true);
     });
 
-    let long_poll = supports_long_poll(&client).await;
+    let long_poll =
+        env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
     let runner = Runner {
         client: client.clone(),
+        ship_client: monitor::shipper_client(&client),
         worker_id: worker_id.clone(),
         settings,
         work_root,
@@ -257,11 +259,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// Our embedded server answers `server.info` with `long_poll: true`.
+/// Our embedded server answers `server.info` with `long_poll: true` (the daemon skips the
+/// question when `CLEARML_AGENT_NO_LONG_POLL=1`).
 async fn supports_long_poll(client: &Client) -> bool {
-    if std::env::var("CLEARML_AGENT_NO_LONG_POLL").is_ok_and(|v| v == "1") {
-        return false;
-    }
     client
         .call("server.info", json!({}))
         .await
@@ -351,6 +351,7 @@ async fn give_back(client: &Client, queue: &Queue, task: &str) {
 /// Runs tasks for the daemon.
 struct Runner {
     client: Arc<Client>,
+    ship_client: Arc<Client>,
     worker_id: String,
     settings: DaemonSettings,
     work_root: PathBuf,
@@ -378,7 +379,7 @@ impl Runner {
             console.line(&format!("Warning: could not mark task {task} started: {e}"));
         }
         let shipper = monitor::start_shipper(
-            self.client.clone(),
+            self.ship_client.clone(),
             task,
             &self.worker_id,
             self.settings.monitor.spool_dir.clone(),

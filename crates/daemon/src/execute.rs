@@ -165,6 +165,9 @@ pub async fn execute_monitored(
             json!({"task": task_id, "force": true, "status_reason": "starting execution soon"}),
         )
         .await?;
+    let mut settings = DaemonSettings::from_config(config, None);
+    settings.monitor.echo = true;
+    settings.monitor.log_file = opts.log_file.clone();
     let reporter = if opts.full_monitoring {
         let _ = client
             .call(
@@ -172,7 +175,6 @@ pub async fn execute_monitored(
                 json!({"worker": worker_id, "queues": []}),
             )
             .await;
-        let settings = DaemonSettings::from_config(config, None);
         let r = StatusReporter::start(
             client.clone(),
             worker_id.clone(),
@@ -186,9 +188,6 @@ pub async fn execute_monitored(
     } else {
         None
     };
-    let mut settings = DaemonSettings::from_config(config, None);
-    settings.monitor.echo = true;
-    settings.monitor.log_file = opts.log_file.clone();
     let work_root = config
         .env()
         .get("CLEARML_AGENT_WORK_ROOT")
@@ -209,7 +208,7 @@ pub async fn execute_monitored(
         let _ = tx.send(true);
     });
     let shipper = monitor::start_shipper(
-        client.clone(),
+        monitor::shipper_client(&client),
         &task_id,
         &worker_id,
         settings.monitor.spool_dir.clone(),

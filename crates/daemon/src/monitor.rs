@@ -357,7 +357,18 @@ async fn current_status(client: &Client, task: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The shipper every run of a task uses.
+/// A client for log shipping. The shipper retries forever by itself; a client that gives up
+/// quickly lets it resend soon after the server is back instead of sitting in a long internal
+/// retry. Made once per agent: each client logs in.
+pub fn shipper_client(client: &Arc<Client>) -> Arc<Client> {
+    let mut quick = client.config().clone();
+    quick.retry_for = Duration::from_secs(3);
+    Client::new(quick)
+        .map(Arc::new)
+        .unwrap_or_else(|_| client.clone())
+}
+
+/// The shipper every run of a task uses; `client` comes from [`shipper_client`].
 pub fn start_shipper(
     client: Arc<Client>,
     task: &str,
@@ -366,10 +377,5 @@ pub fn start_shipper(
 ) -> LogShipper {
     let mut opts = ShipperOptions::new(spool_dir);
     opts.flush_interval = Duration::from_millis(300);
-    // The shipper retries forever by itself; a client that gives up quickly lets it resend
-    // soon after the server is back instead of sitting in a long internal retry.
-    let mut quick = client.config().clone();
-    quick.retry_for = Duration::from_secs(3);
-    let client = Client::new(quick).map(Arc::new).unwrap_or(client);
     LogShipper::start(client, task.to_string(), worker_id.to_string(), opts)
 }
