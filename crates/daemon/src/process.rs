@@ -144,7 +144,7 @@ fn signal_all(group: u32, pids: &BTreeSet<i32>, sig: Signal) {
 }
 
 /// SIGTERM the task's tree, wait up to `grace` for it to go, then SIGKILL what is left.
-/// Returns when no process of the tree is alive (or after a last SIGKILL pass).
+/// Returns when no process of the tree is alive (giving up 5 s after the SIGKILL).
 pub async fn kill_tree(proc_: &mut TaskProcess, grace: Duration) {
     let group = proc_.pid;
     if group == 0 {
@@ -153,6 +153,9 @@ pub async fn kill_tree(proc_: &mut TaskProcess, grace: Duration) {
     let mut pids = tree_of(group);
     signal_all(group, &pids, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
+    // After SIGKILL a process still takes a moment to go; keep looking (and killing what
+    // appears) for this long, so that on return the tree is really gone.
+    let give_up = deadline + Duration::from_secs(5);
     loop {
         // Reap the direct child so it does not linger as a zombie.
         let _ = proc_.child.try_wait();
@@ -163,13 +166,11 @@ pub async fn kill_tree(proc_: &mut TaskProcess, grace: Duration) {
             .copied()
             .filter(|p| is_alive(*p) && *p != std::process::id() as i32)
             .collect();
-        if alive.is_empty() {
+        if alive.is_empty() || Instant::now() >= give_up {
             break;
         }
         if Instant::now() >= deadline {
             signal_all(group, &alive, Signal::SIGKILL);
-            let _ = tokio::time::timeout(Duration::from_secs(5), proc_.child.wait()).await;
-            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
