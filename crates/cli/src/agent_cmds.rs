@@ -196,15 +196,14 @@ fn stop_agents(config: &Config, ids: &[String]) -> anyhow::Result<ExitCode> {
     }
     for agent in chosen {
         println!("Stopping worker {} (pid {})", agent.worker_id, agent.pid);
-        let pid = Pid::from_raw(i32::try_from(agent.pid).unwrap_or(i32::MAX));
+        let raw = i32::try_from(agent.pid).unwrap_or(i32::MAX);
+        let pid = Pid::from_raw(raw);
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline
-            && std::path::Path::new(&format!("/proc/{}", agent.pid)).exists()
-        {
+        while Instant::now() < deadline && clearml_daemon::is_alive(raw) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if std::path::Path::new(&format!("/proc/{}", agent.pid)).exists() {
+        if clearml_daemon::is_alive(raw) {
             let _ = kill(pid, Signal::SIGKILL);
         }
     }

@@ -136,7 +136,7 @@ pub async fn run_daemon(
         env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
     let runner = Runner {
         client: client.clone(),
-        ship_client: monitor::shipper_client(&client),
+        ship_client: monitor::quick_client(&client),
         worker_id: worker_id.clone(),
         settings,
         work_root,
@@ -232,7 +232,8 @@ pub async fn run_daemon(
         t.abort(); // cache size policy timer (issue 5)
     }
     reporter.stop().await;
-    let _ = client
+    let _ = runner
+        .ship_client
         .call("workers.unregister", json!({"worker": worker_id}))
         .await;
     console.line(&format!(
@@ -351,6 +352,7 @@ async fn give_back(client: &Client, queue: &Queue, task: &str) {
 /// Runs tasks for the daemon.
 struct Runner {
     client: Arc<Client>,
+    /// [`monitor::quick_client`]: log shipping and the last unregister.
     ship_client: Arc<Client>,
     worker_id: String,
     settings: DaemonSettings,

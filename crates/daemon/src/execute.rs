@@ -207,8 +207,9 @@ pub async fn execute_monitored(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
+    let quick = monitor::quick_client(&client);
     let shipper = monitor::start_shipper(
-        monitor::shipper_client(&client),
+        quick.clone(),
         &task_id,
         &worker_id,
         settings.monitor.spool_dir.clone(),
@@ -226,7 +227,7 @@ pub async fn execute_monitored(
     signals.abort();
     if let Some(r) = reporter {
         r.stop().await;
-        let _ = client
+        let _ = quick
             .call("workers.unregister", json!({"worker": worker_id}))
             .await;
     }

@@ -74,7 +74,8 @@ pub fn running_agents(dir: &Path) -> Vec<Running> {
         let Some(pid) = rest.split('_').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        // A zombie is an agent that has exited; its slot is free.
+        if !i32::try_from(pid).is_ok_and(crate::process::is_alive) {
             let _ = fs::remove_file(entry.path());
             continue;
         }

@@ -29,7 +29,7 @@ pub use execute::{
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
 pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_folder_name};
-pub use process::{TaskProcess, kill_tree, tree_of};
+pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
 pub use task::{ExecutionInfo, Interpreter, TaskError};

@@ -357,10 +357,11 @@ async fn current_status(client: &Client, task: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A client for log shipping. The shipper retries forever by itself; a client that gives up
-/// quickly lets it resend soon after the server is back instead of sitting in a long internal
-/// retry. Made once per agent: each client logs in.
-pub fn shipper_client(client: &Arc<Client>) -> Arc<Client> {
+/// A client that gives up after 3 s. For the log shipper, which retries forever by itself (so
+/// it resends soon after the server is back instead of sitting in a long internal retry), and
+/// for the last `workers.unregister`, which must not hold up a shutdown while the server is
+/// down. Made once per agent: each client logs in.
+pub fn quick_client(client: &Arc<Client>) -> Arc<Client> {
     let mut quick = client.config().clone();
     quick.retry_for = Duration::from_secs(3);
     Client::new(quick)
@@ -368,7 +369,7 @@ pub fn shipper_client(client: &Arc<Client>) -> Arc<Client> {
         .unwrap_or_else(|_| client.clone())
 }
 
-/// The shipper every run of a task uses; `client` comes from [`shipper_client`].
+/// The shipper every run of a task uses; `client` comes from [`quick_client`].
 pub fn start_shipper(
     client: Arc<Client>,
     task: &str,

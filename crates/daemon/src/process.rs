@@ -176,7 +176,8 @@ pub async fn kill_tree(proc_: &mut TaskProcess, grace: Duration) {
     }
 }
 
-fn is_alive(pid: i32) -> bool {
+/// A process that exists and is not a zombie (an exited process its parent has not reaped).
+pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit_once(')')
