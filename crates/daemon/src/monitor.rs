@@ -305,16 +305,15 @@ async fn finish_status(
         Ending::SpawnFailed(why) => ("tasks.failed", why.clone()),
         Ending::Taken(_) => return current_status(client, task).await,
     };
-    // A task that already failed (the setup step reports its own reason) keeps it.
+    // A task that already ended keeps its status: the setup step reports its own failure
+    // reason, and an abort may have stopped it. Only a clean exit overrides an ending.
     let current = current_status(client, task).await;
-    if matches!(
-        current.as_deref(),
-        Some("failed") | Some("completed" | "published")
-    ) && endpoint != "tasks.completed"
-    {
-        return current;
-    }
-    if current.as_deref() == Some("stopped") {
+    let keep = match current.as_deref() {
+        Some("stopped") => true,
+        Some("failed" | "completed" | "published") => endpoint != "tasks.completed",
+        _ => false,
+    };
+    if keep {
         return current;
     }
     let body = json!({"task": task, "status_reason": reason, "status_message": message,
