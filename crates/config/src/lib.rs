@@ -15,12 +15,14 @@
 //! typed getter (see [`AgentSettings`]) is reported with the file and line, or the variable, it
 //! came from. The environment is read once into an [`Env`] snapshot, which tests replace.
 
+mod docker;
 mod env;
 mod error;
 mod load;
 mod mask;
 mod settings;
 
+pub use docker::{DockerSettings, HideDockerEnv};
 pub use env::{ENV_OVERRIDES, Env, EnvOverride};
 pub use error::ConfigError;
 pub use load::{Config, LoadOptions};
