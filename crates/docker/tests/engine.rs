@@ -569,3 +569,150 @@ async fn a_container_is_committed_to_a_new_image() {
     cli.remove_image(&target).await.expect("rmi");
     assert!(!cli.image_exists(&target).await.expect("inspect"));
 }
+
+/// A plan for `image` whose "agent" is a probe script.
+fn simple_plan(
+    dir: &Path,
+    image: &str,
+    task_id: &str,
+    probe_body: &str,
+    ssh: SshSource,
+) -> clearml_docker::ContainerPlan {
+    let s = settings(dir);
+    let choice = ImageChoice {
+        image: image.into(),
+        ..task_choice(&[], None)
+    };
+    let config = dir.join("c.conf");
+    write_private_file(&config, b"").expect("config");
+    let req = ContainerRequest {
+        settings: &s,
+        engine: Engine::Docker,
+        worker_id: "w",
+        task_id,
+        choice: &choice,
+        gpus: GpuRequest::None,
+        nvidia_runtime: false,
+        agent_binary: probe(dir, probe_body),
+        config_file: config,
+        code: None,
+        workdir: None,
+        uv_cache: None,
+        venvs: None,
+        ssh,
+        server_urls: vec![],
+        env: vec![],
+        execute: vec![paths::AGENT_BIN.into()],
+        lookup: &host_env,
+        require_glibc: true,
+    };
+    plan_container(&req).expect("plan")
+}
+
+#[tokio::test]
+async fn a_musl_image_fails_with_a_clear_message() {
+    let Some(cli) = engine().await else { return };
+    let image = "clearml-agent-test/musl-like:latest";
+    let st = std::process::Command::new(repo_root().join("scripts/test-image"))
+        .args(["--musl-like", image])
+        .status()
+        .expect("scripts/test-image --musl-like");
+    assert!(st.success());
+    let dir = tempfile::tempdir().expect("tmp");
+    let task_id = unique("musl");
+    let plan = simple_plan(
+        dir.path(),
+        image,
+        &task_id,
+        "echo AGENT-RAN",
+        SshSource::None,
+    );
+    let out = Collected::new();
+    let mut cb = out.callback();
+    let outcome = cli
+        .run_attached(
+            &plan.spec,
+            &mut cb,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("run");
+    let text = out.text();
+    assert_eq!(
+        outcome.exit_code,
+        Some(clearml_docker::EXIT_UNSUPPORTED_IMAGE),
+        "{text}"
+    );
+    assert!(!text.contains("AGENT-RAN"));
+    let why = diagnose_failure(outcome.exit_code.unwrap_or(-1), &text, image).unwrap_or_default();
+    assert!(why.contains("musl") && why.contains(image), "{why}");
+}
+
+#[tokio::test]
+async fn the_ssh_copy_reaches_home_ssh_and_the_original_is_untouched() {
+    let Some(cli) = engine().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let ssh = dir.path().join("dot-ssh");
+    std::fs::create_dir(&ssh).expect("mkdir");
+    std::fs::write(ssh.join("id_test"), "PRIVATE-KEY\n").expect("key");
+    let copy = dir.path().join("ssh-copy");
+    assert!(clearml_docker::copy_ssh_dir(&ssh, &copy).expect("copy"));
+    let task_id = unique("ssh");
+    let plan = simple_plan(
+        dir.path(),
+        IMAGE,
+        &task_id,
+        r#"echo "KEY=$(cat "$HOME/.ssh/id_test") MODE=$(stat -c %a "$HOME/.ssh/id_test")"
+touch /opt/clearml/ssh/x 2>/dev/null && echo WRITABLE || echo READONLY"#,
+        SshSource::Copy(copy),
+    );
+    let out = Collected::new();
+    let mut cb = out.callback();
+    let outcome = cli
+        .run_attached(
+            &plan.spec,
+            &mut cb,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("run");
+    let text = out.text();
+    assert_eq!(outcome.exit_code, Some(0), "{text}");
+    assert!(text.contains("KEY=PRIVATE-KEY MODE=600"), "{text}");
+    assert!(text.contains("READONLY"), "{text}");
+}
+
+#[tokio::test]
+async fn the_ssh_agent_socket_is_mounted_at_its_path() {
+    let Some(cli) = engine().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind socket");
+    let task_id = unique("sock");
+    let plan = simple_plan(
+        dir.path(),
+        IMAGE,
+        &task_id,
+        r#"[ -S "$SSH_AUTH_SOCK" ] && echo "SOCKET=$SSH_AUTH_SOCK""#,
+        SshSource::AgentSocket(sock.clone()),
+    );
+    let out = Collected::new();
+    let mut cb = out.callback();
+    let outcome = cli
+        .run_attached(
+            &plan.spec,
+            &mut cb,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("run");
+    let text = out.text();
+    assert_eq!(outcome.exit_code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("SOCKET={}", sock.display())),
+        "{text}"
+    );
+}
