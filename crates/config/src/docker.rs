@@ -73,70 +73,69 @@ fn truthy(s: &str) -> bool {
     clearml_hocon::parse_bool_str(s).unwrap_or(false)
 }
 
-impl Config {
-    fn d_flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self.tree().get_bool(key)?.unwrap_or(default))
-    }
+// Free functions rather than methods, so they cannot clash with helpers of other modules.
+fn flag(c: &Config, key: &str, default: bool) -> Result<bool, ConfigError> {
+    Ok(c.tree().get_bool(key)?.unwrap_or(default))
+}
 
-    /// A list of strings; a plain string is one entry. Empty entries are dropped.
-    fn d_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        let list = match self.tree().get(key) {
-            None => return Ok(None),
-            Some(v) if v.is_null() => return Ok(None),
-            Some(Value {
-                kind: Kind::String(s),
-                ..
-            }) => vec![s.clone()],
-            Some(_) => self.tree().get_str_list(key)?.unwrap_or_default(),
-        };
-        Ok(Some(list.into_iter().filter(|s| !s.is_empty()).collect()))
-    }
+/// A list of strings; a plain string is one entry. Empty entries are dropped.
+fn list(c: &Config, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    let list = match c.tree().get(key) {
+        None => return Ok(None),
+        Some(v) if v.is_null() => return Ok(None),
+        Some(Value {
+            kind: Kind::String(s),
+            ..
+        }) => vec![s.clone()],
+        Some(_) => c.tree().get_str_list(key)?.unwrap_or_default(),
+    };
+    Ok(Some(list.into_iter().filter(|s| !s.is_empty()).collect()))
+}
 
-    /// Docker arguments: a list, or one string split like a shell line.
-    fn d_args(&self, key: &str) -> Result<Vec<String>, ConfigError> {
-        match self.tree().get(key) {
-            Some(Value {
-                kind: Kind::String(s),
-                origin,
-            }) => shell_words::split(s).map_err(|e| ConfigError::Invalid {
-                key: key.to_string(),
-                message: format!("cannot split {s:?} into arguments ({e}), at {origin}"),
+/// Docker arguments: a list, or one string split like a shell line.
+fn arguments(c: &Config, key: &str) -> Result<Vec<String>, ConfigError> {
+    match c.tree().get(key) {
+        Some(Value {
+            kind: Kind::String(s),
+            origin,
+        }) => shell_words::split(s).map_err(|e| ConfigError::Invalid {
+            key: key.to_string(),
+            message: format!("cannot split {s:?} into arguments ({e}), at {origin}"),
+        }),
+        _ => Ok(list(c, key)?.unwrap_or_default()),
+    }
+}
+
+fn env_arguments(c: &Config, var: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    match c.env().get(var) {
+        None => Ok(None),
+        Some(v) => shell_words::split(v)
+            .map(Some)
+            .map_err(|e| ConfigError::Env {
+                var: var.to_string(),
+                message: format!("cannot split {v:?} into arguments ({e})"),
             }),
-            _ => Ok(self.d_list(key)?.unwrap_or_default()),
+    }
+}
+
+fn path_or(c: &Config, key: &str, default: &str) -> Result<PathBuf, ConfigError> {
+    match c.path(key)? {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p),
+        _ => {
+            let home = c.env().get("HOME").unwrap_or("~").trim_end_matches('/');
+            Ok(PathBuf::from(default.replacen('~', home, 1)))
         }
     }
+}
 
-    fn d_env_args(&self, var: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        match self.env().get(var) {
-            None => Ok(None),
-            Some(v) => shell_words::split(v)
-                .map(Some)
-                .map_err(|e| ConfigError::Env {
-                    var: var.to_string(),
-                    message: format!("cannot split {v:?} into arguments ({e})"),
-                }),
-        }
-    }
-
-    fn d_path(&self, key: &str, default: &str) -> Result<PathBuf, ConfigError> {
-        match self.path(key)? {
-            Some(p) if !p.as_os_str().is_empty() => Ok(p),
-            _ => {
-                let home = self.env().get("HOME").unwrap_or("~").trim_end_matches('/');
-                Ok(PathBuf::from(default.replacen('~', home, 1)))
-            }
-        }
-    }
-
+impl Config {
     /// The typed docker-mode settings. Regexes in `docker_args_filters` are checked here, so a
     /// bad one is reported when the agent starts.
     pub fn docker(&self) -> Result<DockerSettings, ConfigError> {
         let env = self.env();
-        let filters = match self.d_env_args("CLEARML_AGENT_DOCKER_ARGS_FILTERS")? {
+        let filters = match env_arguments(self, "CLEARML_AGENT_DOCKER_ARGS_FILTERS")? {
             Some(f) => f,
-            None => self
-                .d_list("agent.docker_args_filters")?
-                .unwrap_or_default(),
+            None => list(self, "agent.docker_args_filters")?.unwrap_or_default(),
         };
         for f in &filters {
             if let Err(e) = regex::Regex::new(f) {
@@ -146,15 +145,14 @@ impl Config {
                 });
             }
         }
-        let mut extra_keys = self
-            .d_list("agent.hide_docker_command_env_vars.extra_keys")?
-            .unwrap_or_default();
+        let mut extra_keys =
+            list(self, "agent.hide_docker_command_env_vars.extra_keys")?.unwrap_or_default();
         if let Some(more) = env.get("CLEARML_AGENT_DOCKER_ARGS_HIDE_ENV") {
             extra_keys.extend(more.split_whitespace().map(str::to_string));
         }
-        let extra_docker_arguments = match self.d_env_args("CLEARML_AGENT_EXTRA_DOCKER_ARGS")? {
+        let extra_docker_arguments = match env_arguments(self, "CLEARML_AGENT_EXTRA_DOCKER_ARGS")? {
             Some(a) => a,
-            None => self.d_args("agent.extra_docker_arguments")?,
+            None => arguments(self, "agent.extra_docker_arguments")?,
         };
         Ok(DockerSettings {
             default_image: self
@@ -162,44 +160,39 @@ impl Config {
                 .get_str("agent.default_docker.image")?
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_IMAGE.into()),
-            default_arguments: self.d_args("agent.default_docker.arguments")?,
-            update_back_task: self.d_flag("agent.default_docker.update_back_task", true)?,
+            default_arguments: arguments(self, "agent.default_docker.arguments")?,
+            update_back_task: flag(self, "agent.default_docker.update_back_task", true)?,
             env_image: env
                 .first(&["CLEARML_DOCKER_IMAGE", "TRAINS_DOCKER_IMAGE"])
                 .map(|(_, v)| v.to_string())
                 .filter(|v| !v.trim().is_empty()),
-            disable_task_docker_override: self
-                .d_flag("agent.disable_task_docker_override", false)?,
+            disable_task_docker_override: flag(self, "agent.disable_task_docker_override", false)?,
             extra_docker_arguments,
-            extra_docker_shell_script: self
-                .d_list("agent.extra_docker_shell_script")?
+            extra_docker_shell_script: list(self, "agent.extra_docker_shell_script")?
                 .unwrap_or_default(),
-            docker_init_bash_script: self
-                .d_list("agent.docker_init_bash_script")?
+            docker_init_bash_script: list(self, "agent.docker_init_bash_script")?
                 .unwrap_or_default(),
-            docker_preprocess_bash_script: self
-                .d_list("agent.docker_preprocess_bash_script")?
+            docker_preprocess_bash_script: list(self, "agent.docker_preprocess_bash_script")?
                 .unwrap_or_default(),
-            extra_precedes_task: self.d_flag("agent.docker_args_extra_precedes_task", true)?,
-            protected_docker_extra_args: self
-                .d_list("agent.protected_docker_extra_args")?
+            extra_precedes_task: flag(self, "agent.docker_args_extra_precedes_task", true)?,
+            protected_docker_extra_args: list(self, "agent.protected_docker_extra_args")?
                 .unwrap_or_else(|| {
                     ["privileged", "security-opt", "network", "ipc"]
                         .map(String::from)
                         .to_vec()
                 }),
             docker_args_filters: filters,
-            forbidden_docker_args: self
-                .d_list("agent.forbidden_docker_args")?
+            forbidden_docker_args: list(self, "agent.forbidden_docker_args")?
                 .unwrap_or_else(|| vec!["entrypoint".into()]),
-            allow_host_environ: self.d_flag("agent.docker_allow_host_environ", false)?,
-            force_pull: self.d_flag("agent.docker_force_pull", false)?,
-            pip_cache: self.d_path("agent.docker_pip_cache", "~/.clearml/pip-cache")?,
-            apt_cache: self.d_path("agent.docker_apt_cache", "~/.clearml/apt-cache")?,
+            allow_host_environ: flag(self, "agent.docker_allow_host_environ", false)?,
+            force_pull: flag(self, "agent.docker_force_pull", false)?,
+            pip_cache: path_or(self, "agent.docker_pip_cache", "~/.clearml/pip-cache")?,
+            apt_cache: path_or(self, "agent.docker_apt_cache", "~/.clearml/apt-cache")?,
             hide_env: HideDockerEnv {
-                enabled: self.d_flag("agent.hide_docker_command_env_vars.enabled", true)?,
+                enabled: flag(self, "agent.hide_docker_command_env_vars.enabled", true)?,
                 extra_keys,
-                parse_embedded_urls: self.d_flag(
+                parse_embedded_urls: flag(
+                    self,
                     "agent.hide_docker_command_env_vars.parse_embedded_urls",
                     true,
                 )?,

@@ -102,6 +102,12 @@ pub fn diagnose_failure(exit_code: i32, output: &str, image: &str) -> Option<Str
             "image {image} has no /bin/sh, which docker mode needs to run its setup scripts and the agent"
         ));
     }
+    if exit_code == 125 && lower.contains("is already in use") {
+        return Some(format!(
+            "a container with this task's name already exists (left by an earlier run?): {}",
+            output.trim()
+        ));
+    }
     if exit_code == 125
         && (lower.contains("no such image")
             || lower.contains("pull access denied")

@@ -615,9 +615,9 @@ async fn a_musl_image_fails_with_a_clear_message() {
     let image = "clearml-agent-test/musl-like:latest";
     let st = std::process::Command::new(repo_root().join("scripts/test-image"))
         .args(["--musl-like", image])
-        .status()
+        .output()
         .expect("scripts/test-image --musl-like");
-    assert!(st.success());
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let dir = tempfile::tempdir().expect("tmp");
     let task_id = unique("musl");
     let plan = simple_plan(
@@ -715,4 +715,45 @@ async fn the_ssh_agent_socket_is_mounted_at_its_path() {
         text.contains(&format!("SOCKET={}", sock.display())),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_name_left_by_an_earlier_run_is_diagnosed() {
+    let Some(cli) = engine().await else { return };
+    let task = unique("dup");
+    let mut first = sleeper(&task, "dup-worker");
+    first.remove = false;
+    first.command = vec!["true".into()];
+    let mut sink = |_: Stream, _: &str| {};
+    let o = cli
+        .run_attached(
+            &first,
+            &mut sink,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("first");
+    assert_eq!(o.exit_code, Some(0));
+    let out = Collected::new();
+    let mut cb = out.callback();
+    let o = cli
+        .run_attached(
+            &first,
+            &mut cb,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("second");
+    let why = diagnose_failure(o.exit_code.unwrap_or(-1), &out.text(), IMAGE).unwrap_or_default();
+    assert!(
+        why.contains("already exists"),
+        "{:?} {}",
+        o.exit_code,
+        out.text()
+    );
+    for c in cli.list_by_label(LABEL_TASK, &task).await.expect("list") {
+        cli.remove(&c.id, true).await.expect("rm");
+    }
 }
