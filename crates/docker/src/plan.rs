@@ -604,6 +604,55 @@ mod tests {
     }
 
     #[test]
+    fn gpu_switches_come_first_and_podman_uses_its_program() {
+        let s = settings();
+        let c = choice(&["--network=bridge"]);
+        let look = |_: &str| None;
+        let mut req = ContainerRequest {
+            settings: &s,
+            engine: Engine::Docker,
+            worker_id: "w",
+            task_id: "t",
+            choice: &c,
+            gpus: GpuRequest::from_cli(Some("0,1"), false),
+            nvidia_runtime: true,
+            agent_binary: "/a".into(),
+            config_file: "/c".into(),
+            code: None,
+            workdir: None,
+            uv_cache: None,
+            venvs: None,
+            ssh: SshSource::None,
+            server_urls: vec!["http://localhost:8008".into()],
+            env: vec![],
+            execute: vec![],
+            lookup: &look,
+            require_glibc: false,
+        };
+        let plan = plan_container(&req).expect("plan");
+        let argv = plan.spec.argv();
+        assert_eq!(argv[..4], ["run", "--rm", "--gpus", "\"device=0,1\""]);
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["-e", "NVIDIA_VISIBLE_DEVICES=all"])
+        );
+        // The user chose a network: no --network host.
+        assert!(!plan.spec.network_host);
+        assert!(plan.printable.starts_with("docker run"));
+        req.engine = Engine::Podman;
+        req.gpus = GpuRequest::from_cli(None, true);
+        let plan = plan_container(&req).expect("plan");
+        assert!(plan.printable.starts_with("podman run"));
+        assert!(!plan.spec.argv().iter().any(|a| a == "--gpus"));
+        assert!(
+            plan.spec
+                .argv()
+                .windows(2)
+                .any(|w| w == ["-e", "NVIDIA_VISIBLE_DEVICES=none"])
+        );
+    }
+
+    #[test]
     fn loopback_urls() {
         assert!(is_loopback_url("http://localhost:8008"));
         assert!(is_loopback_url("http://127.0.0.2/x"));

@@ -617,7 +617,11 @@ async fn a_musl_image_fails_with_a_clear_message() {
         .args(["--musl-like", image])
         .output()
         .expect("scripts/test-image --musl-like");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let dir = tempfile::tempdir().expect("tmp");
     let task_id = unique("musl");
     let plan = simple_plan(
