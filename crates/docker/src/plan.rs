@@ -378,6 +378,8 @@ pub fn plan_container(req: &ContainerRequest<'_>) -> Result<ContainerPlan, Docke
         EnvVar::new("CLEARML_TASK_ID", req.task_id),
         EnvVar::new("CLEARML_DOCKER_IMAGE", &req.choice.image),
         EnvVar::new("CLEARML_CONFIG_FILE", paths::CONFIG),
+        // Without a terminal Python would buffer the task's prints; the console wants them live.
+        EnvVar::new("PYTHONUNBUFFERED", "1"),
     ];
     if let Some(v) = gpu.visible_devices {
         spec.env.push(EnvVar::new("NVIDIA_VISIBLE_DEVICES", v));
@@ -393,6 +395,15 @@ pub fn plan_container(req: &ContainerRequest<'_>) -> Result<ContainerPlan, Docke
             source,
         })
     };
+    // `-v` would turn a missing file into an empty folder owned by root: check first.
+    for f in [&req.agent_binary, &req.config_file] {
+        if !f.is_file() {
+            return Err(DockerError::Io {
+                path: f.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+    }
     let mut mounts = vec![
         Mount::new(&req.agent_binary, paths::AGENT_BIN, true),
         Mount::new(&req.config_file, paths::CONFIG, true),
@@ -526,6 +537,15 @@ mod tests {
         }
     }
 
+    /// An agent binary and a config file that exist.
+    fn files() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().expect("tmp");
+        let (a, c) = (d.path().join("agent"), d.path().join("c.conf"));
+        std::fs::write(&a, "").expect("agent");
+        write_private_file(&c, b"").expect("conf");
+        (d, a, c)
+    }
+
     fn choice(args: &[&str]) -> ImageChoice {
         ImageChoice {
             image: "python:3".into(),
@@ -548,6 +568,7 @@ mod tests {
             "DB_PASSWORD=pw",
         ]);
         let look = |n: &str| (n == "PIP_CERT").then(|| "/etc/ca.crt".to_string());
+        let (_d, agent, conf) = files();
         let req = ContainerRequest {
             settings: &s,
             engine: Engine::Docker,
@@ -556,8 +577,8 @@ mod tests {
             choice: &c,
             gpus: GpuRequest::Default,
             nvidia_runtime: false,
-            agent_binary: "/usr/bin/clearml-agent".into(),
-            config_file: "/tmp/x.conf".into(),
+            agent_binary: agent.clone(),
+            config_file: conf,
             code: Some(Mount::new("/tmp/code", "/root/code", false)),
             workdir: Some("/root/code".into()),
             uv_cache: None,
@@ -585,8 +606,9 @@ mod tests {
         assert!(has_pair("-e", "CLEARML_API_SECRET_KEY"));
         assert!(has_pair(
             "-v",
-            "/usr/bin/clearml-agent:/opt/clearml/bin/clearml-agent:ro"
+            &format!("{}:/opt/clearml/bin/clearml-agent:ro", agent.display())
         ));
+        assert!(has_pair("-e", "PYTHONUNBUFFERED=1"));
         assert!(has_pair("-v", "/tmp/code:/root/code"));
         assert!(has_pair("-w", "/root/code"));
         assert!(!argv.iter().any(|a| a.contains("entrypoint")));
@@ -608,6 +630,7 @@ mod tests {
         let s = settings();
         let c = choice(&["--network=bridge"]);
         let look = |_: &str| None;
+        let (_d, agent, conf) = files();
         let mut req = ContainerRequest {
             settings: &s,
             engine: Engine::Docker,
@@ -616,8 +639,8 @@ mod tests {
             choice: &c,
             gpus: GpuRequest::from_cli(Some("0,1"), false),
             nvidia_runtime: true,
-            agent_binary: "/a".into(),
-            config_file: "/c".into(),
+            agent_binary: agent,
+            config_file: conf.clone(),
             code: None,
             workdir: None,
             uv_cache: None,

@@ -35,7 +35,8 @@ impl EntryScript {
         if self.require_glibc {
             out.push_str(&format!(
                 "if [ ! -e /lib64/ld-linux-x86-64.so.2 ]; then\n\
-                 \x20 if ls /lib/ld-musl-* >/dev/null 2>&1; then\n\
+                 \x20 musl=; for f in /lib/ld-musl-*; do [ -e \"$f\" ] && musl=1; done\n\
+                 \x20 if [ -n \"$musl\" ]; then\n\
                  \x20   echo \"{m} the image uses musl libc (Alpine or similar); the agent needs an x86_64 glibc image (glibc 2.17 or newer)\" >&2\n\
                  \x20 else\n\
                  \x20   echo \"{m} the image has no glibc loader (/lib64/ld-linux-x86-64.so.2); the agent needs an x86_64 glibc image (glibc 2.17 or newer)\" >&2\n\
