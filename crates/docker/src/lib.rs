@@ -17,7 +17,9 @@
 //!    (pull policy), [`DockerCli::run_attached`] (output streamed to a callback, stopped on
 //!    request), [`DockerCli::stop`], [`DockerCli::list_by_label`] and [`DockerCli::remove`] (to
 //!    clean up after a dead agent), [`DockerCli::commit`] (for `build --docker`).
-//!    [`diagnose_failure`] explains failures that come from the image (no `/bin/sh`, musl).
+//!    [`diagnose_failure`] explains failures that come from the image (no `/bin/sh`, musl, a
+//!    glibc older than the agent needs); [`required_glibc`] reads the newest glibc symbol
+//!    version a binary needs, to check the agent binary that is mounted.
 //!
 //! The crate never prints: everything meant for a console is returned as lines. Secrets given
 //! as [`EnvVar::secret`] reach the container through the docker client's environment (`-e
@@ -26,6 +28,7 @@
 mod args;
 mod cli;
 mod error;
+mod glibc;
 mod gpus;
 mod plan;
 mod resolve;
@@ -34,6 +37,7 @@ mod script;
 pub use args::{expand_vars, has_switch, switch_name};
 pub use cli::{ContainerSummary, DockerCli, ImageReady, RunOutcome, Stream};
 pub use error::DockerError;
+pub use glibc::required_glibc;
 pub use gpus::{GpuArgs, GpuRequest, gpu_args};
 pub use plan::{
     ContainerPlan, ContainerRequest, EnvVar, LABEL_TASK, LABEL_WORKER, Mount, RunSpec, SshSource,

@@ -97,6 +97,15 @@ pub fn diagnose_failure(exit_code: i32, output: &str, image: &str) -> Option<Str
         return Some(format!("image {image} cannot run the agent: {why}"));
     }
     let lower = output.to_ascii_lowercase();
+    if let Some(line) = output
+        .lines()
+        .find(|l| l.contains("version `GLIBC_") && l.contains("not found"))
+    {
+        return Some(format!(
+            "image {image} has a glibc older than the agent binary needs: {}",
+            line.trim()
+        ));
+    }
     let missing = lower.contains("no such file or directory") || lower.contains("not found");
     if (exit_code == 126 || exit_code == 127) && missing && lower.contains("/bin/sh") {
         return Some(format!(
@@ -155,5 +164,8 @@ mod tests {
         let d = diagnose_failure(127, sh, "scratchy").unwrap_or_default();
         assert!(d.contains("no /bin/sh"), "{d}");
         assert_eq!(diagnose_failure(1, "Traceback", "img"), None);
+        let old = "/opt/clearml/bin/clearml-agent: /lib64/libc.so.6: version `GLIBC_2.34' not found (required by /opt/clearml/bin/clearml-agent)";
+        let d = diagnose_failure(1, old, "centos:7").unwrap_or_default();
+        assert!(d.contains("older") && d.contains("GLIBC_2.34"), "{d}");
     }
 }
