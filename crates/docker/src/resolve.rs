@@ -187,7 +187,7 @@ pub struct MergedArgs {
 /// `docker_args_filters` when they came from the task, `$VAR` in `-e` values expanded when
 /// `docker_allow_host_environ`), the agent's `extra_docker_arguments` (every `$VAR` expanded with
 /// `lookup`, the host environment), `forbidden_docker_args` stripped from both, merged with the
-/// protected-switch rule of [`args::merge`].
+/// protected-switch rule (see the crate docs of `agent.protected_docker_extra_args`).
 pub fn merge_arguments(
     choice: &ImageChoice,
     settings: &DockerSettings,
