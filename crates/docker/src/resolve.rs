@@ -186,8 +186,9 @@ pub struct MergedArgs {
 /// The user-level `docker run` arguments for a task: the chosen arguments (filtered by
 /// `docker_args_filters` when they came from the task, `$VAR` in `-e` values expanded when
 /// `docker_allow_host_environ`), the agent's `extra_docker_arguments` (every `$VAR` expanded with
-/// `lookup`, the host environment), `forbidden_docker_args` stripped from both, merged with the
-/// protected-switch rule (see the crate docs of `agent.protected_docker_extra_args`).
+/// `lookup`, the host environment), `forbidden_docker_args` stripped from both. The side that
+/// comes first (the extra arguments when `docker_args_extra_precedes_task`, the default) keeps
+/// the protected switches (`protected_docker_extra_args`); the other side loses those it shares.
 pub fn merge_arguments(
     choice: &ImageChoice,
     settings: &DockerSettings,
