@@ -120,7 +120,7 @@ impl ImageChoice {
 
 /// The agent's own image: `--docker IMAGE [ARGS...]` (the CLI values, possibly empty), else
 /// `CLEARML_DOCKER_IMAGE`, else `agent.default_docker`. An image string with spaces is split into
-/// the image and its arguments.
+/// the image and its arguments; an image with no arguments gets `agent.default_docker.arguments`.
 pub fn agent_image(
     cli: &[String],
     settings: &DockerSettings,
@@ -144,6 +144,10 @@ pub fn agent_image(
         words.push(settings.default_image.clone());
     }
     let image = words.remove(0);
+    // An image given without arguments takes `default_docker.arguments`, as in clearml-agent.
+    if words.is_empty() {
+        words = settings.default_arguments.clone();
+    }
     Ok((image, words, source))
 }
 
@@ -360,7 +364,7 @@ mod tests {
         assert_eq!(c.arguments, v(&["-e", "X=1"]));
         let c = resolve_image(&v(&["cli/img"]), &none, &s).expect("cli");
         assert_eq!((c.image.as_str(), c.source), ("cli/img", ImageSource::Cli));
-        assert!(c.arguments.is_empty());
+        assert_eq!(c.arguments, v(&["--ipc=host"]));
         s.update_back_task = false;
         assert!(!resolve_image(&[], &none, &s).expect("default").write_back);
     }
