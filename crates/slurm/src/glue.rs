@@ -45,6 +45,8 @@ struct Tracked {
 /// supervisor sets the status just before it exits.
 const END_GRACE: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(60);
+/// How long a pass in progress may go on after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Glue<'a> {
     client: Arc<Client>,
@@ -159,7 +161,24 @@ pub async fn run_glue(
         console,
     };
     while !*stop.borrow() {
-        glue.pass(&stop).await;
+        // A pass can hang in the client's retries while the server is down; a stop request
+        // gives it a moment to finish (a task it popped gets submitted) and then wins.
+        let watching = stop.clone();
+        let stopped = {
+            let pass = glue.pass(&watching);
+            tokio::pin!(pass);
+            let mut s = stop.clone();
+            tokio::select! {
+                _ = &mut pass => false,
+                _ = s.wait_for(|v| *v) => {
+                    let _ = tokio::time::timeout(STOP_GRACE, &mut pass).await;
+                    true
+                }
+            }
+        };
+        if stopped {
+            break;
+        }
         let _ = tokio::time::timeout(settings.poll_interval, stop.changed()).await;
     }
     signals.abort();
