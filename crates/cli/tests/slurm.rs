@@ -300,6 +300,10 @@ impl<'c> Setup<'c> {
     }
 
     fn task(&self, name: &str, script: &str, cpus: u32, queue: &str) -> String {
+        self.task_with(name, script, &[&format!("cpus={cpus}")], queue)
+    }
+
+    fn task_with(&self, name: &str, script: &str, args: &[&str], queue: &str) -> String {
         let safe: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -310,7 +314,9 @@ impl<'c> Setup<'c> {
             .args(["task", "create", "--project", "slurm tests", "--name", name])
             .arg("--script")
             .arg(&file)
-            .args(["--args", &format!("cpus={cpus}"), "--queue", queue]));
+            .arg("--args")
+            .args(args)
+            .args(["--queue", queue]));
         out.lines().last().unwrap_or_default().trim().to_string()
     }
 
@@ -417,6 +423,7 @@ impl<'c> Setup<'c> {
 const TEMPLATE: &str = r#"#!/bin/bash
 #SBATCH --job-name=clearml-${CLEARML_TASK.id}
 #SBATCH --cpus-per-task=${CLEARML_TASK.hyperparams.Args.cpus:1}
+#SBATCH --partition=${CLEARML_TASK.hyperparams.Args.partition:debug}
 echo "template line before the agent: job $SLURM_JOB_ID project ${CLEARML_TASK.project} queue ${CLEARML_QUEUE_NAME} name ${CLEARML_TASK.name}"
 ${CLEARML_AGENT_EXECUTE}
 status=$?
@@ -466,6 +473,20 @@ fn slurm_glue_on_a_real_one_node_cluster() {
     assert!(reason.contains("${CLEARML_TASK.partition}"), "{d}");
     assert!(s.log(&t_bad).contains("${CLEARML_TASK.partition}"));
     assert_eq!(s.job_of(&t_bad), "", "no job was submitted");
+
+    // A job Slurm refuses (a partition the task asked for that does not exist) fails its task
+    // with sbatch's message.
+    let t_refused = s.task_with(
+        "refused",
+        "echo never\n",
+        &["cpus=1", "partition=nosuchpartition"],
+        "slurm-main",
+    );
+    let d = s.wait_status(&t_refused, "failed", 60);
+    let reason = d["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("Slurm refused the job"), "{d}");
+    assert!(reason.to_lowercase().contains("partition"), "{d}");
+    println!("refused: {reason}");
 
     // Three tasks complete as three jobs; the template's own lines and the task's output are
     // in each console; each job built in its own folder.
@@ -577,7 +598,28 @@ fn slurm_glue_on_a_real_one_node_cluster() {
     s.wait_status(&waiter, "stopped", 30);
     s.wait_job_gone(&waiter_job);
 
-    // A job cancelled by hand fails its task with Slurm's word for it.
+    // A pending job cancelled by hand (before anything of it ran) fails its task with
+    // Slurm's state.
+    let waiter2 = s.task("waiter two", "echo never\n", 1, "slurm-main");
+    s.wait_for(&waiter2, "a pending reason", 60, |d| {
+        d["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pending:"))
+    });
+    let waiter2_job = s.job_of(&waiter2);
+    run(Command::new("scancel")
+        .arg(&waiter2_job)
+        .env("SLURM_CONF", &cluster.conf));
+    let d = s.wait_status(&waiter2, "failed", 60);
+    let reason = d["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("Slurm job {waiter2_job} ended CANCELLED")),
+        "{d}"
+    );
+    assert!(s.log(&waiter2).contains("ended CANCELLED"));
+    println!("pending job cancelled by hand: {reason}");
+
+    // A running job cancelled by hand fails its task with Slurm's word for it.
     run(Command::new("scancel")
         .arg(&hold_job)
         .env("SLURM_CONF", &cluster.conf));
