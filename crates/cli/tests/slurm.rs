@@ -580,7 +580,7 @@ fn slurm_glue_on_a_real_one_node_cluster() {
         good.to_str().unwrap(),
         bad.to_str().unwrap(),
         "--max-jobs",
-        "4",
+        "2",
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(s
@@ -593,14 +593,20 @@ fn slurm_glue_on_a_real_one_node_cluster() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // With --max-jobs 2 and two jobs in flight, a new task waits in its queue.
+    let waiter2 = s.task("waiter two", "echo never\n", 1, "slurm-main");
+    std::thread::sleep(Duration::from_secs(4));
+    let d = s.doc(&waiter2);
+    assert_eq!(d["status"], "queued", "{d}");
+    assert_eq!(s.job_of(&waiter2), "");
+
     // Aborting the pending task cancels its job (only the glue can: nothing of it runs yet).
     run(s.agent().args(["task", "abort", &waiter]));
     s.wait_status(&waiter, "stopped", 30);
     s.wait_job_gone(&waiter_job);
 
-    // A pending job cancelled by hand (before anything of it ran) fails its task with
-    // Slurm's state.
-    let waiter2 = s.task("waiter two", "echo never\n", 1, "slurm-main");
+    // That freed a slot: the waiting task is submitted and pends. A pending job cancelled by
+    // hand (before anything of it ran) fails its task with Slurm's state.
     s.wait_for(&waiter2, "a pending reason", 60, |d| {
         d["status_message"]
             .as_str()
