@@ -605,58 +605,63 @@ impl Glue<'_> {
         w.join(" ")
     }
 
-    /// The script sbatch gets: the rendered template's header (shebang and leading comment
-    /// lines, so every `#SBATCH` option applies), then the whole rendered template written to a
-    /// file in the job and run under `clearml-agent slurm job`.
     fn job_script(&self, task: &str, body: &str) -> String {
-        let header: Vec<&str> = body
-            .lines()
-            .take_while(|l| {
-                let t = l.trim_start();
-                t.is_empty() || t.starts_with('#')
-            })
-            .collect();
-        let mut delim = format!("CLEARML_SLURM_BODY_{task}");
-        while body.lines().any(|l| l.trim_start_matches('\t') == delim) {
-            delim.push('_');
-        }
-        let interpreter: Vec<String> = template::interpreter(body)
-            .iter()
-            .map(|w| shell_quote(w))
-            .collect();
-        let mut job = self.agent_words();
-        job.extend([
-            "slurm".into(),
-            "job".into(),
-            "--task".into(),
-            shell_quote(task),
-            "--worker".into(),
-            shell_quote(&self.worker_id),
-            "--remove".into(),
-            "\"$CLEARML_SLURM_BODY\"".into(),
-            "--".into(),
-        ]);
-        job.extend(interpreter);
-        job.push("\"$CLEARML_SLURM_BODY\"".into());
-        let mut s = String::new();
-        if !header.first().is_some_and(|l| l.starts_with("#!")) {
-            s.push_str("#!/bin/bash\n");
-        }
-        for l in &header {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            "# clearml-agent: the template runs below under `clearml-agent slurm job`, which \
-             sends all of its output to the task's console.\n\
-             CLEARML_SLURM_BODY=\"$(mktemp \"${{TMPDIR:-/tmp}}/clearml-slurm-job.XXXXXX\")\" || exit 1\n\
-             cat > \"$CLEARML_SLURM_BODY\" <<'{delim}'\n{body}{nl}{delim}\n\
-             exec {}\n",
-            job.join(" "),
-            nl = if body.ends_with('\n') { "" } else { "\n" },
-        ));
-        s
+        job_script(&self.agent_words(), task, &self.worker_id, body)
     }
+}
+
+/// The script sbatch gets: the rendered template's header (shebang and leading comment lines, so
+/// every `#SBATCH` option applies), then the whole rendered template written to a file in the
+/// job (a here-document whose delimiter the body does not contain) and run under
+/// `clearml-agent slurm job`. `agent` is this binary with its global flags, each word quoted.
+fn job_script(agent: &[String], task: &str, worker_id: &str, body: &str) -> String {
+    let header: Vec<&str> = body
+        .lines()
+        .take_while(|l| {
+            let t = l.trim_start();
+            t.is_empty() || t.starts_with('#')
+        })
+        .collect();
+    let mut delim = format!("CLEARML_SLURM_BODY_{}", shell_quote(task).replace('\'', ""));
+    while body.lines().any(|l| l.trim_start_matches('\t') == delim) {
+        delim.push('_');
+    }
+    let interpreter: Vec<String> = template::interpreter(body)
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect();
+    let mut job = agent.to_vec();
+    job.extend([
+        "slurm".into(),
+        "job".into(),
+        "--task".into(),
+        shell_quote(task),
+        "--worker".into(),
+        shell_quote(worker_id),
+        "--remove".into(),
+        "\"$CLEARML_SLURM_BODY\"".into(),
+        "--".into(),
+    ]);
+    job.extend(interpreter);
+    job.push("\"$CLEARML_SLURM_BODY\"".into());
+    let mut s = String::new();
+    if !header.first().is_some_and(|l| l.starts_with("#!")) {
+        s.push_str("#!/bin/bash\n");
+    }
+    for l in &header {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "# clearml-agent: the template runs below under `clearml-agent slurm job`, which \
+         sends all of its output to the task's console.\n\
+         CLEARML_SLURM_BODY=\"$(mktemp \"${{TMPDIR:-/tmp}}/clearml-slurm-job.XXXXXX\")\" || exit 1\n\
+         cat > \"$CLEARML_SLURM_BODY\" <<'{delim}'\n{body}{nl}{delim}\n\
+         exec {}\n",
+        job.join(" "),
+        nl = if body.ends_with('\n') { "" } else { "\n" },
+    ));
+    s
 }
 
 /// Queue names or ids to queues, creating missing ones when asked. (The daemon has the same
@@ -722,4 +727,44 @@ async fn resolve_queues(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The job script writes the body back byte for byte (even one that contains the
+    /// here-document's first-choice delimiter) and hands it to `slurm job`.
+    #[test]
+    fn job_script_carries_the_body_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "#!/bin/bash\n#SBATCH --cpus-per-task=2\necho '$HOME' \"x\" `y`\nCLEARML_SLURM_BODY_t1\ncat <<EOF\n$(z)\nEOF\n";
+        // A stand-in for the agent: prints the body file it gets after `--`, and its flags.
+        let fake = dir.path().join("fake-agent");
+        std::fs::write(&fake, "#!/bin/bash\nwhile [ \"$1\" != -- ]; do echo \"arg: $1\"; shift; done\nshift\necho \"run: $1\"\ncat \"$2\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = job_script(
+            &[shell_quote(&fake.display().to_string())],
+            "t1",
+            "w:slurm",
+            body,
+        );
+        assert!(
+            script.starts_with("#!/bin/bash\n#SBATCH --cpus-per-task=2\n# clearml-agent"),
+            "{script}"
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("TMPDIR", dir.path())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).to_string();
+        let expected_args = "arg: slurm\narg: job\narg: --task\narg: t1\narg: --worker\narg: w:slurm\narg: --remove\n";
+        assert!(out.starts_with(expected_args), "{out}");
+        assert!(out.contains("run: /bin/bash\n"), "{out}");
+        assert!(out.ends_with(body), "{out}");
+    }
 }

@@ -87,12 +87,12 @@ pub async fn sbatch(script: &Path, comment: &str, cwd: &Path) -> Result<String, 
     Ok(id)
 }
 
-/// All jobs Slurm still remembers (pending, running and recently ended) whose comment starts
-/// with `prefix`.
+/// This user's jobs Slurm still remembers (pending, running and recently ended) whose comment
+/// starts with `prefix`.
 pub async fn squeue(prefix: &str) -> Result<Vec<JobInfo>, SlurmError> {
     let text = output(
         Command::new("squeue")
-            .args(["--noheader", "--states=all"])
+            .args(["--noheader", "--me", "--states=all"])
             .arg("--format=%i|%T|%r|%N|%k"),
         "squeue",
     )

@@ -19,7 +19,6 @@ use serde_json::Value;
 pub const DEFAULT_TEMPLATE: &str = r#"#!/bin/bash
 #SBATCH --job-name=clearml-${CLEARML_TASK.id}
 #SBATCH --cpus-per-task=${CLEARML_TASK.hyperparams.slurm.cpus:1}
-#SBATCH --time=${CLEARML_TASK.hyperparams.slurm.time:UNLIMITED}
 echo "ClearML task ${CLEARML_TASK.id} (${CLEARML_TASK.name}) from queue ${CLEARML_QUEUE_NAME} in Slurm job $SLURM_JOB_ID on $(hostname)"
 ${CLEARML_AGENT_EXECUTE}
 "#;
