@@ -613,9 +613,21 @@ fn slurm_glue_on_a_real_one_node_cluster() {
             .is_some_and(|m| m.contains("pending:"))
     });
     let waiter2_job = s.job_of(&waiter2);
+    // Cancelled while the glue is down: the next glue still sees how it ended.
+    s.stop_glue();
     run(Command::new("scancel")
         .arg(&waiter2_job)
         .env("SLURM_CONF", &cluster.conf));
+    s.wait_job_gone(&waiter2_job);
+    assert_eq!(s.doc(&waiter2)["status"], "in_progress");
+    s.start_glue(&[
+        "--queue",
+        "slurm-main",
+        "slurm-bad",
+        "--template",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
     let d = s.wait_status(&waiter2, "failed", 60);
     let reason = d["status_reason"].as_str().unwrap_or_default();
     assert!(

@@ -253,16 +253,17 @@ impl Glue<'_> {
 
     /// Acts on what Slurm and the server say about each job.
     async fn follow(&mut self, jobs: &[JobInfo]) {
+        // Jobs of an earlier run of this glue: active ones are followed again; ended ones get
+        // one look (a job cancelled while the glue was down must still fail its task).
         for job in jobs {
-            if job.is_active()
-                && !self.tracked.contains_key(&job.id)
-                && !self.done.contains(&job.id)
-            {
+            if !self.tracked.contains_key(&job.id) && !self.done.contains(&job.id) {
                 let task = job.comment[self.prefix.len()..].to_string();
-                self.console.line(&format!(
-                    "Following Slurm job {} ({}) of task {task} again",
-                    job.id, job.state
-                ));
+                if job.is_active() {
+                    self.console.line(&format!(
+                        "Following Slurm job {} ({}) of task {task} again",
+                        job.id, job.state
+                    ));
+                }
                 self.tracked.insert(
                     job.id.clone(),
                     Tracked {
@@ -374,14 +375,19 @@ impl Glue<'_> {
                 let msg = format!("Slurm job {id} pending: {}", j.reason);
                 if msg != tr.last_message && !message.contains("stopping") {
                     tr.last_message = msg.clone();
-                    let _ = self
+                    // Servers before 3.22.3 refuse in_progress -> in_progress unless forced.
+                    let body = json!({"task": task, "status_reason": "waiting for Slurm",
+                                      "status_message": msg});
+                    if self
                         .client
-                        .call(
-                            "tasks.started",
-                            json!({"task": task, "status_reason": "waiting for Slurm",
-                                   "status_message": msg}),
-                        )
-                        .await;
+                        .call("tasks.started", body.clone())
+                        .await
+                        .is_err()
+                    {
+                        let mut forced = body;
+                        forced["force"] = json!(true);
+                        let _ = self.client.call("tasks.started", forced).await;
+                    }
                 }
                 if tr.last_ping.elapsed() >= PING_EVERY {
                     tr.last_ping = Instant::now();
