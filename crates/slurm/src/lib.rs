@@ -53,10 +53,8 @@ pub enum SlurmError {
     },
 }
 
-/// What the CLI shows a person; this crate never prints by itself.
-pub trait Console: Send + Sync {
-    fn line(&self, text: &str);
-}
+/// What the CLI shows a person (the daemon's trait); this crate never prints by itself.
+pub use clearml_daemon::Console;
 
 /// The comment every job of worker `worker` carries, before the task id.
 pub fn comment_prefix(worker: &str) -> String {
