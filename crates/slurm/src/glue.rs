@@ -81,6 +81,11 @@ pub async fn run_glue(
                 .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string())
         )
     });
+    if opts.max_jobs == Some(0) {
+        return Err(SlurmError::Usage(
+            "--max-jobs must be at least 1 (leave it out for no limit)".into(),
+        ));
+    }
     if !slurm::available() {
         return Err(SlurmError::Slurm(
             "sbatch is not on PATH: install Slurm's client commands (and SLURM_CONF if the \
