@@ -118,6 +118,7 @@ pub async fn run_job(config: &Config, opts: JobOptions) -> Result<i32, SlurmErro
     };
     let poll = settings.monitor.abort_poll.max(Duration::from_millis(500));
     let mut next_poll = Instant::now() + poll;
+    let mut last_ping = Instant::now();
     let mut end: Option<End> = None;
     let mut terminated = false;
     while end.is_none() {
@@ -147,6 +148,11 @@ pub async fn run_job(config: &Config, opts: JobOptions) -> Result<i32, SlurmErro
             }
             _ = tokio::time::sleep_until(next_poll.into()) => {
                 next_poll = Instant::now() + poll;
+                // The server stops tasks that stay silent too long; a quiet task still lives.
+                if last_ping.elapsed() >= settings.monitor.ping_interval {
+                    last_ping = Instant::now();
+                    let _ = client.call("tasks.ping", json!({"task": task})).await;
+                }
                 if let Some(e) = check_abort(&client, &task).await {
                     end = Some(e);
                 }
