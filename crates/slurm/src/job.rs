@@ -63,6 +63,22 @@ pub async fn run_job(config: &Config, opts: JobOptions) -> Result<i32, SlurmErro
             source,
         })?;
 
+    // Aborted (or taken elsewhere) while the job waited: run nothing, and do not undo it.
+    if let Some(end) = check_abort(&client, &task).await {
+        if matches!(end, End::Aborted) {
+            let current = task_state(&client, &task).await.ok().flatten();
+            finish(
+                &client,
+                &task,
+                "tasks.stopped",
+                "task was stopped by tasks.stop",
+                &worker,
+                current.as_ref(),
+            )
+            .await;
+        }
+        return Ok(0);
+    }
     client
         .call(
             "tasks.started",
