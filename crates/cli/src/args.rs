@@ -61,6 +61,8 @@ pub enum Command {
     /// Workers on the server
     #[command(subcommand)]
     Worker(crate::task_cmds::WorkerCommand),
+    /// Run queued tasks as Slurm jobs (sbatch) on an existing cluster
+    Slurm(crate::slurm_cmd::SlurmArgs),
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(c) => crate::task_cmds::run_task(&opts, c),
         Command::Queue(c) => crate::task_cmds::run_queue(&opts, c),
         Command::Worker(c) => crate::task_cmds::run_worker(&opts, c),
+        Command::Slurm(args) => crate::slurm_cmd::run(&opts, args, cli.debug),
     }
 }
 

@@ -6,6 +6,7 @@ mod args;
 mod cache_cmds;
 mod commands;
 mod init;
+mod slurm_cmd;
 mod task_cmds;
 
 use std::process::ExitCode;
