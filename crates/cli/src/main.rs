@@ -7,10 +7,12 @@ mod cache_cmds;
 mod commands;
 mod init;
 mod task_cmds;
+mod term;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    term::exit_quietly_on_broken_pipe();
     let argv = match args::expand_arg_files(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
