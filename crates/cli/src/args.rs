@@ -61,6 +61,13 @@ pub enum Command {
     /// Workers on the server
     #[command(subcommand)]
     Worker(crate::task_cmds::WorkerCommand),
+    /// Check this machine is ready: config, servers, credentials, git, Python, uv, docker, disk, GPU
+    Doctor(crate::doctor::DoctorArgs),
+    /// Print a shell completion script (bash: `clearml-agent completions bash > /etc/bash_completion.d/clearml-agent`)
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::completions::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

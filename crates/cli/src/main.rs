@@ -5,7 +5,10 @@ mod agent_cmds;
 mod args;
 mod cache_cmds;
 mod commands;
+mod completions;
+mod doctor;
 mod init;
+mod service;
 mod task_cmds;
 mod term;
 
