@@ -37,6 +37,8 @@ pub struct UnitSpec<'a> {
     pub working_dir: &'a Path,
     /// The user to run as (the one who printed the unit).
     pub user: Option<&'a str>,
+    /// `HOME`, where `~/clearml.conf` and `~/.clearml` are (systemd sets none for root).
+    pub home: Option<&'a str>,
     /// `PATH`, so the service finds the same git, Python and uv as the shell did.
     pub path_env: Option<&'a str>,
     /// `agent.abort_kill_grace_sec`.
@@ -53,13 +55,25 @@ pub fn print(opts: &LoadOptions) -> anyhow::Result<ExitCode> {
     let args = command_args(argv)?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let working_dir = std::env::current_dir().context("cannot read the current directory")?;
-    let user = opts.env.get("USER").map(str::to_string);
+    let account = nix::unistd::User::from_uid(nix::unistd::Uid::current())
+        .ok()
+        .flatten();
+    let user = account
+        .as_ref()
+        .map(|u| u.name.clone())
+        .or_else(|| opts.env.get("USER").map(str::to_string));
+    let home = opts
+        .env
+        .get("HOME")
+        .map(str::to_string)
+        .or_else(|| account.map(|u| u.dir.display().to_string()));
     let path_env = opts.env.get("PATH").map(str::to_string);
     let text = unit_text(&UnitSpec {
         exe: &exe,
         args: &args,
         working_dir: &working_dir,
         user: user.as_deref(),
+        home: home.as_deref(),
         path_env: path_env.as_deref(),
         kill_grace,
     })?;
@@ -113,6 +127,9 @@ pub fn unit_text(spec: &UnitSpec<'_>) -> anyhow::Result<String> {
         let _ = writeln!(t, "User={}", escape_specifiers(user));
     }
     let _ = writeln!(t, "WorkingDirectory={}", quote(utf8(spec.working_dir)?));
+    if let Some(home) = spec.home.filter(|h| !h.is_empty()) {
+        let _ = writeln!(t, "Environment={}", quote(&format!("HOME={home}")));
+    }
     if let Some(path) = spec.path_env.filter(|p| !p.is_empty()) {
         let _ = writeln!(t, "Environment={}", quote(&format!("PATH={path}")));
     }
@@ -184,6 +201,7 @@ mod tests {
             args,
             working_dir: Path::new("/home/ml"),
             user: Some("ml"),
+            home: Some("/home/ml"),
             path_env: Some("/opt/venv/bin:/usr/bin"),
             kill_grace: Duration::from_secs_f64(grace),
         }
@@ -220,7 +238,10 @@ mod tests {
         assert_eq!(line(&text, "TimeoutStopSec"), ["33"]);
         assert_eq!(line(&text, "User"), ["ml"]);
         assert_eq!(line(&text, "WorkingDirectory"), ["/home/ml"]);
-        assert_eq!(line(&text, "Environment"), ["PATH=/opt/venv/bin:/usr/bin"]);
+        assert_eq!(
+            line(&text, "Environment"),
+            ["HOME=/home/ml", "PATH=/opt/venv/bin:/usr/bin"]
+        );
         assert_eq!(line(&text, "WantedBy"), ["multi-user.target"]);
         for section in ["[Unit]", "[Service]", "[Install]"] {
             assert_eq!(

@@ -138,7 +138,13 @@ fn the_unit_runs_exactly_that_daemon_command() {
     assert_eq!(value("KillMode"), ["mixed"]);
     // agent.abort_kill_grace_sec (100) + 30 s for the final reports.
     assert_eq!(value("TimeoutStopSec"), ["130"]);
-    assert_eq!(value("User"), ["mluser"]);
+    // The account running the command, and its HOME.
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    assert_eq!(value("User"), [me.trim()]);
+    assert_eq!(
+        value("Environment")[0],
+        format!("HOME={}", dir.path().display())
+    );
     assert_eq!(value("WantedBy"), ["multi-user.target"]);
 
     // The default grace is 3 s.
