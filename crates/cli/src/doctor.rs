@@ -427,8 +427,8 @@ fn check_uv(config: &Config, timeout: Duration) -> Check {
             "uv",
             format!("uv is not installed ({used})"),
             format!(
-                "nothing to do if PyPI is reachable: the first task installs it with `python3 -m pip install uv` into {}; or `pip install uv` now",
-                tools_uv.display()
+                "nothing to do if PyPI is reachable: the first task makes a venv at {} and pip-installs uv into it (once, about 10 s); or `pip install uv` now",
+                tools_uv.ancestors().nth(2).unwrap_or(&tools_uv).display()
             ),
         ),
     }
