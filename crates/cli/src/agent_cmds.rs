@@ -47,6 +47,9 @@ pub struct DaemonArgs {
     /// Docker mode (not in this version; the task runs in a virtual environment instead)
     #[arg(long, num_args = 0.., value_name = "IMAGE")]
     pub docker: Option<Vec<String>>,
+    /// Print a systemd unit that runs this daemon command as a service, and exit
+    #[arg(long, conflicts_with_all = ["detached", "stop"])]
+    pub print_systemd_unit: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +117,9 @@ fn code(n: i32) -> ExitCode {
 }
 
 pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Result<ExitCode> {
+    if args.print_systemd_unit {
+        return crate::service::print(opts);
+    }
     let config = Config::load(opts)?;
     if let Some(ids) = &args.stop {
         return stop_agents(&config, ids);

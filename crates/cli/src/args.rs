@@ -63,6 +63,13 @@ pub enum Command {
     Worker(crate::task_cmds::WorkerCommand),
     /// Run queued tasks as Slurm jobs (sbatch) on an existing cluster
     Slurm(crate::slurm_cmd::SlurmArgs),
+    /// Check this machine is ready: config, servers, credentials, git, Python, uv, docker, disk, GPU
+    Doctor(crate::doctor::DoctorArgs),
+    /// Print a shell completion script (bash: `clearml-agent completions bash > /etc/bash_completion.d/clearml-agent`)
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::completions::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!();
         return Ok(ExitCode::from(2));
     };
+    // A completion script needs no configuration.
+    if let Command::Completions { shell } = command {
+        return crate::completions::print(*shell);
+    }
     // `init` writes the file `--config-file` names, so only there may it not exist yet.
     let creates_config = matches!(command, Command::Init(_));
     let opts = load_options(&cli, creates_config)?;
@@ -40,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue(c) => crate::task_cmds::run_queue(&opts, c),
         Command::Worker(c) => crate::task_cmds::run_worker(&opts, c),
         Command::Slurm(args) => crate::slurm_cmd::run(&opts, args, cli.debug),
+        Command::Doctor(args) => crate::doctor::run(&opts, args),
+        Command::Completions { shell } => crate::completions::print(*shell),
     }
 }
 

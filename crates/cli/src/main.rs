@@ -5,13 +5,18 @@ mod agent_cmds;
 mod args;
 mod cache_cmds;
 mod commands;
+mod completions;
+mod doctor;
 mod init;
 mod slurm_cmd;
+mod service;
 mod task_cmds;
+mod term;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    term::exit_quietly_on_broken_pipe();
     let argv = match args::expand_arg_files(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -1128,7 +1128,10 @@ fn when(v: &Value, path: &str) -> String {
 
 async fn show(api: &Api, task: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let id = resolve_task(api, task).await?;
-    let t = task_doc(api, &id).await?;
+    let mut t = task_doc(api, &id).await?;
+    if let Some(Value::String(repo)) = t.pointer_mut("/script/repository") {
+        *repo = clearml_config::mask_url_passwords(repo);
+    }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&t)?);
         return Ok(ExitCode::SUCCESS);
@@ -1189,7 +1192,8 @@ async fn show(api: &Api, task: &str, as_json: bool) -> anyhow::Result<ExitCode> 
         ("entry point", "script.entry_point"),
         ("binary", "script.binary"),
     ] {
-        rows.push((label, s(&t, key).into()));
+        // A repository URL can carry a password (`https://user:token@host/repo.git`).
+        rows.push((label, clearml_config::mask_url_passwords(s(&t, key))));
     }
     let diff = s(&t, "script.diff");
     if !diff.is_empty() {
@@ -1231,6 +1235,7 @@ async fn show(api: &Api, task: &str, as_json: bool) -> anyhow::Result<ExitCode> 
         rows.push((label, when(&t, key)));
     }
     for (label, value) in rows.into_iter().filter(|(_, v)| !v.is_empty()) {
+        let value = crate::term::for_stdout(&value);
         println!("{:<13} {value}", format!("{label}:"));
     }
     Ok(ExitCode::SUCCESS)
@@ -1400,13 +1405,12 @@ impl LogCursor {
 }
 
 fn print_log_line(msg: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(msg.as_bytes());
-    if !msg.ends_with('\n') {
-        let _ = out.write_all(b"\n");
+    let mut line = crate::term::for_stdout(msg).into_owned();
+    if !line.ends_with('\n') {
+        line.push('\n');
     }
-    let _ = out.flush();
+    // A closed stdout ends the command (exit 0); other write errors are not worth stopping for.
+    let _ = crate::term::write_stdout(line.as_bytes());
 }
 
 async fn logs(api: &Api, task: &str, follow: bool) -> anyhow::Result<ExitCode> {
