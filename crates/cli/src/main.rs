@@ -8,8 +8,8 @@ mod commands;
 mod completions;
 mod doctor;
 mod init;
-mod slurm_cmd;
 mod service;
+mod slurm_cmd;
 mod task_cmds;
 mod term;
 
