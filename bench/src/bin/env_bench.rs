@@ -20,6 +20,7 @@
 //! Without --python-agent it installs clearml-agent==3.0.3 with pip into
 //! `<workspace>/.cache/bench-venv`. Without --agent it uses the `clearml-agent` next to this
 //! binary (build both with the same profile).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;

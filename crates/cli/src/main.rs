@@ -1,11 +1,15 @@
 //! `clearml-agent`: the command line. Parsing and printing live here; the work lives in the
-//! library crates (`clearml-config`, `clearml-hocon`, ...).
+//! library crates (`clearml-config`, `clearml-hocon`, ...), which never print: they report
+//! through `clearml-progress` and `tracing`, and [`progress`] decides how that looks.
+// The binary is the one place that prints (the workspace denies it everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent_cmds;
 mod args;
 mod cache_cmds;
 mod commands;
 mod init;
+mod progress;
 mod task_cmds;
 
 use std::process::ExitCode;
@@ -19,6 +23,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = args::parse(argv);
+    progress::init_tracing(cli.log_level, cli.debug);
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! requirements.txt, `clearml-agent execute --id` run on identical tasks. The second run must
 //! restore the environment from the cache (a log line, no installer process) in under 0.5 s;
 //! a changed requirement must add a new entry.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};

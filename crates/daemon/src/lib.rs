@@ -34,10 +34,11 @@ pub use queues::Queue;
 pub use settings::DaemonSettings;
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
-/// What the CLI shows a person; the daemon never prints by itself.
-pub trait Console: Send + Sync {
-    fn line(&self, text: &str);
-}
+/// What the CLI shows a person: the workspace's one progress trait (crate
+/// `clearml-progress`). The daemon never prints by itself; in the task process (`execute
+/// --disable-monitoring`) the console's lines are the task's console log.
+pub use clearml_progress::Reporter as Console;
+pub use clearml_progress::{NullReporter, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

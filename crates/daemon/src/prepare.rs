@@ -24,23 +24,7 @@ use serde_json::Value;
 
 use crate::task::{ExecutionInfo, Interpreter};
 
-/// Where progress lines go (stdout in the task process).
-pub trait Progress: clearml_vcs::Reporter + clearml_pyenv::Reporter {}
-impl<T: clearml_vcs::Reporter + clearml_pyenv::Reporter> Progress for T {}
-
-/// Prints each line to stdout; the daemon reads them from the pipe.
-pub struct StdoutProgress;
-
-impl clearml_vcs::Reporter for StdoutProgress {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-}
-impl clearml_pyenv::Reporter for StdoutProgress {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-}
+use clearml_progress::Reporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -263,7 +247,7 @@ pub fn prepare(
     task: &Value,
     settings: &PrepareSettings,
     opts: &PrepareOptions,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Prepared, PrepareError> {
     let info = ExecutionInfo::from_task(task)?;
     let task_id = task
@@ -298,10 +282,7 @@ pub fn prepare(
             std::fs::create_dir_all(&code)
                 .map_err(io(format!("cannot create {}", code.display())))?;
             if info.diff.is_none() {
-                clearml_vcs::Reporter::line(
-                    progress,
-                    "WARNING: running a task without repository or literal script",
-                );
+                progress.line("WARNING: running a task without repository or literal script");
             }
             (code, None)
         }
@@ -315,7 +296,7 @@ pub fn prepare(
     let mut entry_point = info.entry_point.clone();
     if let Some(diff) = &info.diff {
         if info.diff_is_patch() && info.repository.is_some() {
-            clearml_vcs::Reporter::line(progress, "Applying uncommitted changes");
+            progress.line("Applying uncommitted changes");
             clearml_vcs::apply_diff(&code_root, diff, progress).map_err(PrepareError::Diff)?;
         } else {
             let is_module = entry_point
@@ -369,8 +350,7 @@ pub fn prepare(
                 } else if code_root.join("pyproject.toml").is_file() {
                     clearml_pyenv::Requirements::Project(code_root.clone())
                 } else {
-                    clearml_pyenv::Reporter::line(
-                        progress,
+                    progress.line(
                         "Warning: installing NO task requirements or repository requirements",
                     );
                     clearml_pyenv::Requirements::None
@@ -587,12 +567,12 @@ pub fn prepare(
     })
 }
 
-fn say(progress: &dyn Progress, text: &str) {
-    clearml_pyenv::Reporter::line(progress, text);
+fn say(progress: &dyn Reporter, text: &str) {
+    progress.line(text);
 }
 
 /// The line the end-to-end test and the benchmark time the environment step by.
-fn say_ready(progress: &dyn Progress, started: Instant, how: &str) {
+fn say_ready(progress: &dyn Reporter, started: Instant, how: &str) {
     say(
         progress,
         &format!(
@@ -602,22 +582,13 @@ fn say_ready(progress: &dyn Progress, started: Instant, how: &str) {
     );
 }
 
-/// Passes cache messages (evictions) to the task's console.
-struct CacheLines<'a>(&'a dyn Progress);
-
-impl clearml_envcache::Reporter for CacheLines<'_> {
-    fn line(&self, text: &str) {
-        say(self.0, text);
-    }
-}
-
 /// The cache inputs of `spec`, or `None` (said why) when it must not be cached.
 fn env_cache_key(
     spec: &clearml_pyenv::EnvSpec,
     python_full_version: &str,
     code_root: &Path,
     settings: &PrepareSettings,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Option<clearml_envcache::KeyInputs> {
     let (uv, pip) = (clearml_pyenv::Manager::Uv, clearml_pyenv::Manager::Pip);
     if spec.manager != uv && spec.manager != pip {
@@ -697,7 +668,7 @@ fn restore_env(
     cache: &clearml_envcache::EnvCache,
     inputs: &clearml_envcache::KeyInputs,
     venv_dir: &Path,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Option<clearml_envcache::Restored>, PrepareError> {
     let key = clearml_envcache::cache_key(inputs);
     let short = clearml_envcache::short(&key);
@@ -717,7 +688,7 @@ fn restore_env(
         std::fs::remove_dir_all(venv_dir)
             .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
     }
-    match cache.restore(&key, venv_dir, &CacheLines(progress)) {
+    match cache.restore(&key, venv_dir, progress) {
         Ok(Some(r)) => {
             say(
                 progress,
@@ -754,17 +725,11 @@ fn store_env(
     cache: &clearml_envcache::EnvCache,
     inputs: &clearml_envcache::KeyInputs,
     built: &clearml_pyenv::BuiltEnv,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) {
     let key = clearml_envcache::cache_key(inputs);
     let short = clearml_envcache::short(&key);
-    match cache.store(
-        &key,
-        &built.venv_dir,
-        inputs,
-        &built.frozen,
-        &CacheLines(progress),
-    ) {
+    match cache.store(&key, &built.venv_dir, inputs, &built.frozen, progress) {
         Ok(clearml_envcache::Stored::Added(m)) => say(
             progress,
             &format!(
@@ -840,8 +805,8 @@ pub fn repo_folder_name(url: &str) -> String {
     }
 }
 
-fn show_info(info: &ExecutionInfo, progress: &dyn Progress) {
-    let say = |s: String| clearml_vcs::Reporter::line(progress, &s);
+fn show_info(info: &ExecutionInfo, progress: &dyn Reporter) {
+    let say = |s: String| progress.line(&s);
     say("Executing task:".into());
     if let Some(r) = &info.repository {
         say(format!(

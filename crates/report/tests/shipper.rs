@@ -1,4 +1,5 @@
 //! The console shipper against the real embedded server.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 

@@ -52,16 +52,7 @@ pub use url::{rewrite_url, strip_credentials};
 use git::{Creds, Git, GitError, args};
 use url::{embedded_credentials, find_credential, parse};
 
-/// Receives one human-readable progress or output line at a time.
-pub trait Reporter: Send + Sync {
-    fn line(&self, text: &str);
-}
-
-impl<F: Fn(&str) + Send + Sync> Reporter for F {
-    fn line(&self, text: &str) {
-        self(text)
-    }
-}
+pub use clearml_progress::{NullReporter, Reporter, Step};
 
 /// One user/password pair, and the host it is for (`None`: every host).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -453,6 +444,8 @@ pub fn checkout(
     dest: &Path,
     reporter: &dyn Reporter,
 ) -> Result<RepoInfo, VcsError> {
+    let _step =
+        clearml_progress::StepGuard::start(reporter, Step::Clone, &strip_credentials(&spec.url));
     let want = Wanted::new(spec)?;
     let remote = Remote::new(settings, &spec.url)?;
     let git = Git::new(
