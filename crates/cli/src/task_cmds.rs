@@ -15,23 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{ArgGroup, Args, Subcommand};
+use clearml_api::lookup::{self, LookupError, looks_like_id};
 use clearml_api::{ApiError, Client, ClientConfig};
 use clearml_config::{Config, LoadOptions};
 use serde_json::{Map, Value, json};
-
-const TASK_TYPES: &[&str] = &[
-    "training",
-    "testing",
-    "inference",
-    "data_processing",
-    "application",
-    "monitor",
-    "controller",
-    "optimizer",
-    "service",
-    "qc",
-    "custom",
-];
 
 const TASK_STATUSES: &[&str] = &[
     "created",
@@ -159,7 +146,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub binary: Option<String>,
     /// Task type
-    #[arg(long = "type", alias = "task-type", default_value = "training", value_parser = clap::builder::PossibleValuesParser::new(TASK_TYPES))]
+    #[arg(long = "type", alias = "task-type", default_value = "training", value_parser = clap::builder::PossibleValuesParser::new(lookup::TASK_TYPES))]
     pub task_type: String,
     /// Tags for the new task
     #[arg(long, num_args = 1..)]
@@ -303,103 +290,28 @@ fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
-/// Escapes a name for the servers' regex `name` filters (PCRE on the real server, the
-/// `regex` crate on ours); only characters both treat as special.
-fn regex_escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    for c in name.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// What the Python agent treats as an id rather than a name (`_resolve_name`).
-fn looks_like_id(s: &str) -> bool {
-    s.len() >= 30 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
-}
-
-/// The id of the task `key` (an id, or an exact name: the newest task of that name).
+/// The id of the task `key` (by the one rule of `clearml_api::lookup`: an existing id, else
+/// the exact name, else the name ignoring case; a name several tasks share is an error).
 async fn resolve_task(api: &Api, key: &str) -> anyhow::Result<String> {
-    let by_id = api
-        .list(
-            "tasks.get_all",
-            json!({"id": [key], "only_fields": ["id", "name"], "search_hidden": true}),
-            "tasks",
-        )
-        .await?;
-    if by_id.iter().any(|t| s(t, "id") == key) {
-        return Ok(key.to_string());
-    }
-    if looks_like_id(key) {
-        bail!("unknown task id {key}");
-    }
-    let by_name: Vec<Value> = api
-        .list(
-            "tasks.get_all",
-            json!({
-                "name": format!("^{}$", regex_escape(key)),
-                "only_fields": ["id", "name", "last_update"],
-                "order_by": ["-last_update"],
-                "search_hidden": false,
-            }),
-            "tasks",
-        )
-        .await?
-        .into_iter()
-        .filter(|t| s(t, "name") == key)
-        .collect();
-    match by_name.as_slice() {
-        [] => bail!("unknown task id {key} (and no task has that name)"),
-        [one] => Ok(s(one, "id").to_string()),
-        [newest, ..] => {
-            eprintln!(
-                "note: {} tasks are named {key:?}; using the newest, {}",
-                by_name.len(),
-                s(newest, "id")
-            );
-            Ok(s(newest, "id").to_string())
+    match lookup::task(&api.client, key).await {
+        Ok(f) => Ok(f.id),
+        Err(LookupError::NotFound { .. }) if looks_like_id(key) => bail!("unknown task id {key}"),
+        Err(LookupError::NotFound { .. }) => {
+            bail!("unknown task id {key} (and no task has that name)")
         }
+        Err(e) => Err(e.into()),
     }
 }
 
-/// `(id, name)` of the queue `key` (a name, or an id).
+/// `(id, name)` of the queue `key` (by the same rule).
 async fn resolve_queue(api: &Api, key: &str) -> anyhow::Result<(String, String)> {
-    let found = api
-        .list(
-            "queues.get_all",
-            json!({
-                "name": format!("^{}$", regex_escape(key)),
-                "only_fields": ["id", "name"],
-                "search_hidden": true,
-            }),
-            "queues",
-        )
-        .await?;
-    // Exact match first, then case-insensitive, as the Python agent resolves names.
-    let pick = found.iter().find(|q| s(q, "name") == key).or_else(|| {
-        found
-            .iter()
-            .find(|q| s(q, "name").eq_ignore_ascii_case(key))
-    });
-    if let Some(q) = pick {
-        return Ok((s(q, "id").to_string(), s(q, "name").to_string()));
-    }
-    if looks_like_id(key) {
-        let by_id = api
-            .list(
-                "queues.get_all",
-                json!({"id": [key], "only_fields": ["id", "name"]}),
-                "queues",
-            )
-            .await?;
-        if let Some(q) = by_id.iter().find(|q| s(q, "id") == key) {
-            return Ok((key.to_string(), s(q, "name").to_string()));
+    match lookup::queue(&api.client, key).await {
+        Ok(f) => Ok((f.id, f.name)),
+        Err(LookupError::NotFound { .. }) => {
+            bail!("queue {key} does not exist; create it with `clearml-agent queue create {key}`")
         }
+        Err(e) => Err(e.into()),
     }
-    bail!("queue {key} does not exist; create it with `clearml-agent queue create {key}`")
 }
 
 /// The id of project `name`, creating it when missing.
@@ -429,7 +341,7 @@ async fn find_project(api: &Api, name: &str) -> anyhow::Result<Option<String>> {
         .list(
             "projects.get_all",
             json!({
-                "name": format!("^{}$", regex_escape(name)),
+                "name": lookup::exact_name_pattern(name),
                 "only_fields": ["id", "name"],
                 "shallow_search": false,
                 "search_hidden": true,

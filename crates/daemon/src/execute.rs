@@ -64,44 +64,26 @@ fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
     }))
 }
 
-/// A task id, or the one task with that exact name.
+/// The task `wanted` names (an id or a name, by the rule of `clearml_api::lookup`), in full.
 async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
-    if let Ok(r) = client
-        .call("tasks.get_by_id", json!({"task": wanted}))
-        .await
-        && let Some(t) = r.get("task").filter(|t| t.is_object())
-    {
-        return Ok(t.clone());
-    }
-    let r = client
-        .call(
-            "tasks.get_all",
-            json!({"name": format!("^{}$", regex::escape(wanted)), "only_fields": ["id", "name"],
-                   "search_hidden": true}),
-        )
-        .await?;
-    let found: Vec<&Value> = r
-        .get("tasks")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    match found.as_slice() {
-        [one] => {
-            let id = one.get("id").and_then(Value::as_str).unwrap_or_default();
-            let r = client.call("tasks.get_by_id", json!({"task": id})).await?;
-            r.get("task")
-                .cloned()
-                .ok_or_else(|| DaemonError::Task(format!("Could not find task id={wanted}")))
+    let found = match clearml_api::lookup::task(client, wanted).await {
+        Ok(f) => f,
+        Err(clearml_api::lookup::LookupError::NotFound { .. }) => {
+            return Err(DaemonError::Task(format!(
+                "Could not find task id={wanted} (for host {})",
+                client.config().api_server
+            )));
         }
-        [] => Err(DaemonError::Task(format!(
-            "Could not find task id={wanted} (for host {})",
-            client.config().api_server
-        ))),
-        many => Err(DaemonError::Task(format!(
-            "{} tasks are named {wanted:?}; give the task id",
-            many.len()
-        ))),
-    }
+        Err(clearml_api::lookup::LookupError::Api(e)) => return Err(e.into()),
+        Err(e) => return Err(DaemonError::Task(e.to_string())),
+    };
+    let r = client
+        .call("tasks.get_by_id", json!({"task": found.id}))
+        .await?;
+    r.get("task")
+        .filter(|t| t.is_object())
+        .cloned()
+        .ok_or_else(|| DaemonError::Task(format!("Could not find task id={wanted}")))
 }
 
 fn id_of(task: &Value) -> String {
