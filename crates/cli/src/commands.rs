@@ -88,6 +88,9 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     config.agent()?;
     config.api()?;
     config.storage_cache()?;
+    config.vcs()?;
+    config.venvs_cache()?;
+    config.monitor()?;
     let masked = config.masked();
     if args.json {
         println!("{}", clearml_hocon::render_json(&masked));

@@ -15,12 +15,14 @@
 //! typed getter (see [`AgentSettings`]) is reported with the file and line, or the variable, it
 //! came from. The environment is read once into an [`Env`] snapshot, which tests replace.
 
+mod agent_more;
 mod env;
 mod error;
 mod load;
 mod mask;
 mod settings;
 
+pub use agent_more::{GitCredentialConfig, MonitorConfig, VcsConfig, VenvsCache};
 pub use env::{ENV_OVERRIDES, Env, EnvOverride};
 pub use error::ConfigError;
 pub use load::{Config, LoadOptions};

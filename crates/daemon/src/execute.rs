@@ -147,7 +147,7 @@ pub async fn execute_monitored(
             json!({"task": task_id, "force": true, "status_reason": "starting execution soon"}),
         )
         .await?;
-    let mut settings = DaemonSettings::from_config(config, None);
+    let mut settings = DaemonSettings::from_config(config, None)?;
     settings.monitor.echo = true;
     settings.monitor.log_file = opts.log_file.clone();
     let reporter = if opts.full_monitoring {

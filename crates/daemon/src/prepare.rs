@@ -110,113 +110,49 @@ pub struct PrepareSettings {
 impl PrepareSettings {
     pub fn from_config(config: &Config) -> Result<PrepareSettings, PrepareError> {
         let agent = config.agent()?;
-        let t = config.tree();
+        let git = config.vcs()?;
         let mut credentials = Vec::new();
-        let git_host = t
-            .get_str("agent.git_host")
-            .ok()
-            .flatten()
-            .filter(|s| !s.is_empty());
         if let (Some(user), Some(pass)) = (agent.git_user.clone(), agent.git_pass.clone()) {
             credentials.push(clearml_vcs::GitCredential {
                 user,
                 pass,
-                host: git_host.clone(),
+                host: git.git_host.clone(),
             });
         }
-        if let Some(Value::Array(extra)) = config
-            .get("agent.git.extra_credentials")
-            .map(clearml_hocon_json)
-        {
-            for c in extra {
-                let get = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-                if let (Some(user), Some(pass)) = (get("user"), get("pass")) {
-                    credentials.push(clearml_vcs::GitCredential {
-                        user,
-                        pass,
-                        host: get("host").filter(|h| !h.is_empty()),
-                    });
-                }
-            }
-        }
-        let fetch_args = t
-            .get_str_list("agent.git_fetch_args")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        credentials.extend(
+            git.extra_credentials
+                .into_iter()
+                .map(|c| clearml_vcs::GitCredential {
+                    user: c.user,
+                    pass: c.pass,
+                    host: c.host,
+                }),
+        );
         let home = config.env().get("HOME").unwrap_or("/tmp").to_string();
         let base = PathBuf::from(&home).join(".clearml");
         let vcs = clearml_vcs::VcsSettings {
             cache_dir: agent.vcs_cache.path.clone(),
             cache_enabled: agent.vcs_cache.enabled,
             credentials,
-            git_host_match_prefix: t
-                .get_bool("agent.git_host_match_prefix")
-                .ok()
-                .flatten()
-                .unwrap_or(false),
+            git_host_match_prefix: git.git_host_match_prefix,
             translate_ssh: agent.translate_ssh,
-            ssh_replacement_scheme: t
-                .get_str("agent.translate_ssl_replacement_scheme")
-                .ok()
-                .flatten()
-                .filter(|s| !s.is_empty())
-                .or_else(|| {
-                    config
-                        .env()
-                        .get("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME")
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "https".into()),
+            ssh_replacement_scheme: git.ssh_replacement_scheme,
             force_git_ssh_protocol: agent.force_git_ssh_protocol,
-            force_git_ssh_port: t
-                .get_i64("agent.force_git_ssh_port")
-                .ok()
-                .flatten()
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p > 0),
-            force_git_ssh_user: t
-                .get_str("agent.force_git_ssh_user")
-                .ok()
-                .flatten()
-                .filter(|s| !s.is_empty()),
-            git_host: git_host.clone(),
-            fetch_args,
+            force_git_ssh_port: git.force_git_ssh_port,
+            force_git_ssh_user: git.force_git_ssh_user,
+            git_host: git.git_host,
+            fetch_args: git.fetch_args,
             lock_timeout: std::time::Duration::from_secs(300),
             git_program: PathBuf::from("git"),
             git_config: Vec::new(),
         };
-        let venvs_cache = match (
-            t.get_bool("agent.venvs_cache.enabled")
-                .ok()
-                .flatten()
-                .unwrap_or(true),
-            config.path("agent.venvs_cache.path")?,
-        ) {
-            (true, Some(dir)) if !dir.as_os_str().is_empty() => {
-                let max_entries = t
-                    .get_i64("agent.venvs_cache.max_entries")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(10);
-                let gb = t
-                    .get_f64("agent.venvs_cache.free_space_threshold_gb")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(2.0);
-                Some(clearml_envcache::CacheSettings {
-                    dir,
-                    max_entries: usize::try_from(max_entries).unwrap_or(0),
-                    // 0 or less disables the check, as in clearml-agent.
-                    free_space_threshold: if gb > 0.0 {
-                        (gb * 1024.0 * 1024.0 * 1024.0) as u64
-                    } else {
-                        0
-                    },
-                })
-            }
-            _ => None,
-        };
+        let venvs_cache = config
+            .venvs_cache()?
+            .map(|c| clearml_envcache::CacheSettings {
+                dir: c.path,
+                max_entries: c.max_entries,
+                free_space_threshold: c.free_space_threshold,
+            });
         let cuda_version = agent
             .cuda_version
             .clone()
@@ -236,10 +172,6 @@ impl PrepareSettings {
             vcs,
         })
     }
-}
-
-fn clearml_hocon_json(v: &clearml_hocon::Value) -> Value {
-    serde_json::from_str(&clearml_hocon::render_json(v)).unwrap_or(Value::Null)
 }
 
 /// Clones, builds and works out the command; does not touch the task on the server.
