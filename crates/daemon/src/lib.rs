@@ -28,7 +28,10 @@ pub use execute::{
 };
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
-pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_folder_name};
+pub use prepare::{
+    Code, Environment, PrepareError, PrepareOptions, PrepareSettings, Prepared, command_line,
+    prepare_code, prepare_environment, repo_folder_name, task_variables, venv_variables,
+};
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
