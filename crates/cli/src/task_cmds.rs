@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -624,32 +624,8 @@ fn remote_repo_script(a: &CreateArgs, repo: &str) -> anyhow::Result<Map<String, 
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    let p = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .context("cannot read the current directory")?
-            .join(p)
-    };
+    let p = std::path::absolute(p).context("cannot read the current directory")?;
     Ok(std::fs::canonicalize(&p).unwrap_or(p))
-}
-
-/// `path` relative to `base` (both absolute, canonical), with `..` where needed.
-fn relative_to(path: &Path, base: &Path) -> String {
-    let p: Vec<Component> = path.components().collect();
-    let b: Vec<Component> = base.components().collect();
-    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut parts: Vec<String> = vec!["..".to_string(); b.len() - common];
-    parts.extend(
-        p[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
-    }
 }
 
 fn folder_script(
@@ -687,9 +663,7 @@ fn folder_script(
         None => None,
     };
 
-    let root = git_out(&folder, &["rev-parse", "--show-toplevel"])?
-        .map(|r| absolute(Path::new(r.trim())))
-        .transpose()?;
+    let root = clearml_vcs::repository_root(&folder)?;
     let in_repo = |p: &Path| root.as_ref().is_some_and(|r| p.starts_with(r));
     match (&root, &script_file) {
         (Some(root), Some(file)) if in_repo(file) && in_repo(&cwd) => {
@@ -734,51 +708,8 @@ fn literal_script(
     Ok(m)
 }
 
-/// Runs git in `dir`; `Ok(None)` when git ran and failed.
-fn git_out(dir: &Path, args: &[&str]) -> anyhow::Result<Option<String>> {
-    let out = git_raw(dir, args)?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn git_raw(dir: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run git (is it installed?)")
-}
-
-/// The diff options that make `git apply` on the agent side work whatever the user's git
-/// configuration says.
-const DIFF_OPTS: &[&str] = &[
-    "diff",
-    "--binary",
-    "--no-color",
-    "--no-ext-diff",
-    "--no-textconv",
-    "--src-prefix=a/",
-    "--dst-prefix=b/",
-    "--submodule=diff",
-];
-
-fn diff_text(out: &std::process::Output, what: &str) -> String {
-    match String::from_utf8(out.stdout.clone()) {
-        Ok(t) => t,
-        Err(_) => {
-            eprintln!("warning: {what} is not UTF-8 text; invalid bytes were replaced");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    }
-}
-
-/// The git state of a local checkout: where the agent can clone it from, the commit to check
-/// out, and the changes on top of it.
+/// The git state of a local checkout (see `clearml_vcs::capture_local`): where the agent can
+/// clone it from, the commit to check out, and the changes on top of it. Notes go to stderr.
 fn git_script(
     a: &CreateArgs,
     root: &Path,
@@ -786,97 +717,18 @@ fn git_script(
     file: Option<&Path>,
     has_requirements: bool,
 ) -> anyhow::Result<Map<String, Value>> {
-    let head = git_out(root, &["rev-parse", "HEAD"])?
-        .map(|h| h.trim().to_string())
-        .ok_or_else(|| {
-            anyhow!(
-                "the git repository {} has no commit yet; commit your code first",
-                root.display()
-            )
-        })?;
-    let local_branch = git_out(root, &["rev-parse", "--abbrev-ref", "HEAD"])?
-        .map(|b| b.trim().to_string())
-        .filter(|b| b != "HEAD" && !b.is_empty());
-    let origin = git_out(root, &["config", "--get", "remote.origin.url"])?
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty());
+    let note = |l: &str| eprintln!("{l}");
+    let clearml_vcs::LocalCheckout {
+        repository,
+        commit,
+        branch,
+        diff,
+    } = clearml_vcs::capture_local(root, file, &note)?;
 
-    // Which commit the agent can check out, and the diff from it to the working tree.
-    let (repository, commit, branch) = match origin {
-        None => {
-            eprintln!(
-                "note: {} has no remote `origin`: the task points at the local path, so only agents on this machine can clone it",
-                root.display()
-            );
-            (root.display().to_string(), head.clone(), local_branch)
-        }
-        Some(url) => {
-            let url = strip_credentials(&resolve_local_url(root, &url));
-            let pushed = git_out(root, &["branch", "-r", "--contains", "HEAD"])?
-                .is_some_and(|o| !o.trim().is_empty());
-            let upstream = git_out(
-                root,
-                &["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"],
-            )?
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty());
-            if pushed {
-                (url, head.clone(), local_branch)
-            } else if let Some(up) = upstream {
-                // Local commits not pushed: start from where they branched off the upstream,
-                // and carry them in the diff.
-                let base = git_out(root, &["merge-base", "HEAD", &up])?
-                    .map(|b| b.trim().to_string())
-                    .unwrap_or_else(|| head.clone());
-                if base != head {
-                    eprintln!(
-                        "note: commits not pushed to {up} are stored in the task's diff on top of {base}"
-                    );
-                }
-                let branch = up.split_once('/').map(|(_, b)| b.to_string());
-                (url, base, branch)
-            } else {
-                eprintln!(
-                    "warning: commit {head} is on no remote branch: push it, or the agent cannot check it out from {url}"
-                );
-                (url, head.clone(), local_branch)
-            }
-        }
-    };
-
-    let out = git_raw(root, &[DIFF_OPTS, &[commit.as_str()]].concat())?;
-    if !out.status.success() {
-        bail!(
-            "git diff failed in {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let mut diff = diff_text(&out, "the diff");
-
-    // An entry script git does not track yet would be missing on the agent: add it as a new file.
-    if let Some(file) = file {
-        let rel = relative_to(file, root);
-        let tracked = git_raw(root, &["ls-files", "--error-unmatch", "--", &rel])?
-            .status
-            .success();
-        if !tracked {
-            let out = git_raw(
-                root,
-                &[DIFF_OPTS, &["--no-index", "--", "/dev/null", &rel]].concat(),
-            )?;
-            // `--no-index` exits 1 when the files differ.
-            if out.status.code() == Some(1) {
-                eprintln!("note: {rel} is not tracked by git: it is added to the task's diff");
-                diff.push_str(&diff_text(&out, &rel));
-            }
-        }
-    }
-
-    let working_dir = relative_to(cwd, root);
+    let working_dir = clearml_vcs::relative_path(cwd, root);
     let entry_point = match (&a.module, file) {
         (Some(m), _) => format!("-m {m}"),
-        (None, Some(f)) => relative_to(f, cwd),
+        (None, Some(f)) => clearml_vcs::relative_path(f, cwd),
         (None, None) => bail!("pass --script or --module"),
     };
     if !has_requirements
@@ -899,34 +751,6 @@ fn git_script(
     m.insert("working_dir".into(), json!(working_dir));
     m.insert("diff".into(), json!(diff));
     Ok(m)
-}
-
-/// An http(s) URL without the user and password (a token) embedded in it, which must not be
-/// stored on the task: the agent brings its own git credentials (as the SDK does).
-fn strip_credentials(url: &str) -> String {
-    for scheme in ["https://", "http://"] {
-        if let Some(rest) = url.strip_prefix(scheme) {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            if let Some(at) = rest[..authority_end].rfind('@') {
-                eprintln!("note: the credentials in the origin URL are not stored on the task");
-                return format!("{scheme}{}", &rest[at + 1..]);
-            }
-        }
-    }
-    url.to_string()
-}
-
-/// A remote URL that is a relative local path (`git remote add origin ../x`) made absolute,
-/// since the agent clones from elsewhere.
-fn resolve_local_url(root: &Path, url: &str) -> String {
-    let scp_like = url
-        .split_once(':')
-        .is_some_and(|(host, _)| !host.contains('/') && host.len() > 1);
-    if url.contains("://") || scp_like || Path::new(url).is_absolute() {
-        return url.to_string();
-    }
-    let p = root.join(url);
-    std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
 }
 
 // ------------------------------------------------------------------------------------------

@@ -359,7 +359,7 @@ pub fn prepare_environment(
     let requirements = match &info.pip_requirements {
         Some(text) => clearml_pyenv::Requirements::Text(text.clone()),
         None => {
-            let files = clearml_pyenv::requirement_files(&code_root, &script_dir);
+            let files = clearml_pyenv::requirement_files(code_root, script_dir);
             if !files.is_empty() {
                 clearml_pyenv::Requirements::Files(files)
             } else if code_root.join("pyproject.toml").is_file() {
@@ -415,7 +415,7 @@ pub fn prepare_environment(
         ..clearml_pyenv::EnvSpec::new(venv_dir, settings.tools_dir.clone())
     };
     let cached = match (&settings.venvs_cache, &opts.venv_target) {
-        (Some(cache), None) => env_cache_key(&spec, &found.version, &code_root, settings, progress)
+        (Some(cache), None) => env_cache_key(&spec, &found.version, code_root, settings, progress)
             .and_then(
                 |inputs| match clearml_envcache::EnvCache::open(cache.clone()) {
                     Ok(c) => Some((c, inputs)),
