@@ -162,9 +162,7 @@ fn stop_agents(config: &Config, ids: &[String]) -> anyhow::Result<ExitCode> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let agent = config.agent()?;
-    let name = agent
-        .worker_name
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
+    let name = agent.worker_name.unwrap_or_else(clearml_config::host_name);
     let running = clearml_daemon::running_agents(&std::env::temp_dir());
     let targets: Vec<_> = running
         .into_iter()

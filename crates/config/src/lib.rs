@@ -23,7 +23,7 @@ mod mask;
 mod settings;
 
 pub use agent_more::{GitCredentialConfig, MonitorConfig, VcsConfig, VenvsCache};
-pub use env::{ENV_OVERRIDES, Env, EnvOverride};
+pub use env::{ENV_OVERRIDES, Env, EnvOverride, host_name};
 pub use error::ConfigError;
 pub use load::{Config, LoadOptions};
 pub use mask::{mask_docker_args, mask_url_passwords};
