@@ -16,6 +16,7 @@
 //!
 //! Usage: api-bench [--workers 1,100,1000] [--seconds 10] [--rate 5000] [--url http://host:port --key K --secret S]
 //! Without --url it starts an in-process server on a free loopback port with a temp data dir.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

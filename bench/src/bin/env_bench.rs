@@ -20,12 +20,12 @@
 //! Without --python-agent it installs clearml-agent==3.0.3 with pip into
 //! `<workspace>/.cache/bench-venv`. Without --agent it uses the `clearml-agent` next to this
 //! binary (build both with the same profile).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
@@ -33,8 +33,30 @@ const KEY: &str = "BENCHENVACCESSKEY";
 const SECRET: &str = "BENCH-ENV-SECRET-98f00b204e9800998";
 const READY: &str = "Environment setup completed successfully";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Spawns the server command (ports 0: the system picks) and reads the API and files ports
+/// from the address line it prints; the rest of its output is drained in a thread.
+fn spawn_server(cmd: &mut Command) -> anyhow::Result<(std::process::Child, u16, u16)> {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let port =
+        |s: &str| -> Option<u16> { s.split(',').next()?.rsplit(':').next()?.trim().parse().ok() };
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(rest) = line.split("listening: API ").nth(1) {
+            let files = rest.split("files ").nth(1).and_then(port);
+            if let (Some(api), Some(files)) = (port(rest), files) {
+                std::thread::spawn(move || for _ in lines {});
+                return Ok((child, api, files));
+            }
+        }
+    }
+    let _ = child.kill();
+    bail!("the server exited before printing its address")
 }
 
 fn workspace() -> PathBuf {
@@ -244,29 +266,18 @@ fn main() -> anyhow::Result<()> {
 
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().to_path_buf();
-    let (port, files_port) = (free_port()?, free_port()?);
-    let api = format!("http://127.0.0.1:{port}");
-    let _server = Server(
+    let (child, port, files_port) = spawn_server(
         Command::new(&agent)
-            .args(["server", "--port", &port.to_string()])
-            .args(["--files-port", &files_port.to_string()])
+            .args(["server", "--port", "0", "--files-port", "0"])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("CLEARML_SERVER_ACCESS_KEY", KEY)
             .env("CLEARML_SERVER_SECRET_KEY", SECRET)
             .env("HOME", dir.join("home-server"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the server")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .stderr(Stdio::null()),
+    )?;
+    let api = format!("http://127.0.0.1:{port}");
+    let _server = Server(child);
     let conf = dir.join("clearml.conf");
     std::fs::write(
         &conf,

@@ -9,6 +9,8 @@
 //! other 4xx answers are final and come back as [`ApiError::Server`] with the code, subcode and
 //! message of the envelope.
 
+pub mod lookup;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use clearml_config::{Config, LoadOptions};
-use clearml_daemon::{BuildOptions, Console, DaemonOptions, ExecuteOptions};
+use clearml_daemon::{BuildOptions, DaemonOptions, ExecuteOptions};
+
+use crate::progress::{Lines, for_stdout};
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -95,15 +97,6 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Progress lines for a person.
-struct Stdout;
-
-impl Console for Stdout {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -145,7 +138,7 @@ pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Res
         config_file: opts.config_file.clone(),
         debug,
     };
-    let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Stdout))?;
+    let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))
 }
 
@@ -175,9 +168,7 @@ fn stop_agents(config: &Config, ids: &[String]) -> anyhow::Result<ExitCode> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let agent = config.agent()?;
-    let name = agent
-        .worker_name
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
+    let name = agent.worker_name.unwrap_or_else(clearml_config::host_name);
     let running = clearml_daemon::running_agents(&std::env::temp_dir());
     let targets: Vec<_> = running
         .into_iter()
@@ -220,7 +211,11 @@ pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::R
     let config = Config::load(opts)?;
     let rt = runtime()?;
     if args.disable_monitoring {
-        let n = rt.block_on(clearml_daemon::execute_child(&config, &args.id))?;
+        let n = rt.block_on(clearml_daemon::execute_child(
+            &config,
+            &args.id,
+            std::sync::Arc::new(Lines),
+        ))?;
         return Ok(code(n));
     }
     let options = ExecuteOptions {
@@ -232,7 +227,7 @@ pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::R
         config_file: opts.config_file.clone(),
         debug,
     };
-    let n = rt.block_on(clearml_daemon::execute_monitored(&config, options, &Stdout))?;
+    let n = rt.block_on(clearml_daemon::execute_monitored(&config, options, &Lines))?;
     Ok(code(n))
 }
 
@@ -243,6 +238,10 @@ pub fn build(opts: &LoadOptions, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         target: args.target.clone(),
         python_version: args.python_version.clone(),
     };
-    let n = runtime()?.block_on(clearml_daemon::build_environment(&config, options, &Stdout))?;
+    let n = runtime()?.block_on(clearml_daemon::build_environment(
+        &config,
+        options,
+        for_stdout(),
+    ))?;
     Ok(code(n))
 }

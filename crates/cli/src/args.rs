@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(short = 'd', long)]
     pub debug: bool,
 
+    /// Diagnostics level on stderr: debug, info, warning, error or critical (default:
+    /// warning; debug with --debug)
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = crate::progress::parse_level)]
+    pub log_level: Option<tracing_subscriber::filter::LevelFilter>,
+
     /// Print the version and exit
     #[arg(long)]
     pub version: bool,

@@ -56,7 +56,7 @@ fn load_options(cli: &Cli, may_be_missing: bool) -> anyhow::Result<LoadOptions> 
     let mut env = Env::from_process();
     let mut config_file = None;
     if let Some(file) = &cli.config_file {
-        let file = absolute(&expand_user(file, &env))?;
+        let file = user_path(file, &env)?;
         if !file.is_file() && !may_be_missing {
             bail!("configuration file {} does not exist", file.display());
         }
@@ -71,20 +71,13 @@ fn load_options(cli: &Cli, may_be_missing: bool) -> anyhow::Result<LoadOptions> 
     Ok(LoadOptions { config_file, env })
 }
 
-fn expand_user(p: &Path, env: &Env) -> PathBuf {
-    match (p.strip_prefix("~"), env.get("HOME")) {
-        (Ok(rest), Some(home)) => Path::new(home).join(rest),
-        _ => p.to_path_buf(),
-    }
-}
-
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()
-        .context("cannot read the current directory")?
-        .join(p))
+/// `~` expanded (see `Env::expand_user`), then made absolute against the current folder.
+fn user_path(p: &Path, env: &Env) -> anyhow::Result<PathBuf> {
+    let p = match p.to_str() {
+        Some(s) => PathBuf::from(env.expand_user(s)),
+        None => p.to_path_buf(),
+    };
+    std::path::absolute(&p).context("cannot read the current directory")
 }
 
 /// `config`: load, check every typed setting, print with secrets hidden.
@@ -95,6 +88,9 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     config.agent()?;
     config.api()?;
     config.storage_cache()?;
+    config.vcs()?;
+    config.venvs_cache()?;
+    config.monitor()?;
     let masked = config.masked();
     if args.json {
         println!("{}", clearml_hocon::render_json(&masked));
@@ -120,7 +116,7 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
 /// `server`: run the embedded server until Ctrl-C or SIGTERM.
 fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
     let data_dir = match &args.data_dir {
-        Some(d) => absolute(&expand_user(d, &opts.env))?,
+        Some(d) => user_path(d, &opts.env)?,
         None => Path::new(
             opts.env
                 .get("HOME")

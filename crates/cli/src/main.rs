@@ -1,5 +1,8 @@
 //! `clearml-agent`: the command line. Parsing and printing live here; the work lives in the
-//! library crates (`clearml-config`, `clearml-hocon`, ...).
+//! library crates (`clearml-config`, `clearml-hocon`, ...), which never print: they report
+//! through `clearml-progress` and `tracing`, and [`progress`] decides how that looks.
+// The binary is the one place that prints (the workspace denies it everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent_cmds;
 mod args;
@@ -8,6 +11,7 @@ mod commands;
 mod completions;
 mod doctor;
 mod init;
+mod progress;
 mod service;
 mod slurm_cmd;
 mod task_cmds;
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = args::parse(argv);
+    progress::init_tracing(cli.log_level, cli.debug);
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

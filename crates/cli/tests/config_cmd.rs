@@ -297,3 +297,48 @@ fn debug_flag_sets_agent_debug() {
     let json = config_json(agent(home.path()).arg("--debug"));
     assert_eq!(at(&json, "agent.debug"), true);
 }
+
+#[test]
+fn a_wrong_daemon_key_fails_config_with_key_and_position() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let conf = home.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        "agent.venvs_cache {\n  path: ~/vc\n  max_entries: ten\n}\n",
+    )
+    .expect("write");
+    agent(home.path())
+        .arg("--config-file")
+        .arg(&conf)
+        .arg("config")
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("agent.venvs_cache.max_entries"))
+        .stderr(predicates::str::contains(format!(
+            "{}:3:16",
+            conf.display()
+        )));
+}
+
+#[test]
+fn log_levels_are_checked_and_diagnostics_stay_off_stdout() {
+    let home = tempfile::tempdir().expect("tempdir");
+    agent(home.path())
+        .args(["--log-level", "loud", "config"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("unknown log level \"loud\""));
+    // Accepted before or after the command; stdout stays the configuration alone.
+    for args in [
+        ["--log-level", "DEBUG", "config", "--json"],
+        ["config", "--json", "--log-level", "debug"],
+    ] {
+        let out = agent(home.path()).args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Json>(&out.stdout).expect("stdout is JSON only");
+    }
+}

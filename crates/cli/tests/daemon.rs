@@ -14,11 +14,25 @@ use clearml_api::{Client, ClientConfig};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bin, free_port, git, run, uv, workspace};
+use common::{bin, git, run, spawn_server, uv, workspace};
 
 const KEY: &str = "E2EACCESSKEY";
 const SECRET: &str = "E2E-SECRET-d41d8cd98f00b204";
 const GIT_PASS: &str = "git-pass-5f4dcc3b5aa765d61d83";
+
+fn server_command(dir: &Path, port: u16, files_port: u16) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["server", "--port", &port.to_string()])
+        .args(["--files-port", &files_port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        // Keys through the environment: the tests look for the secret in every argv.
+        .env("CLEARML_SERVER_ACCESS_KEY", KEY)
+        .env("CLEARML_SERVER_SECRET_KEY", SECRET)
+        .env("HOME", dir.join("home"))
+        .stderr(Stdio::null());
+    c
+}
 
 /// A server process plus an agent configuration pointing at it.
 struct Setup {
@@ -48,9 +62,10 @@ impl Drop for Setup {
 impl Setup {
     fn new(extra_conf: &str) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, files_port) = (free_port(), free_port());
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
+        // Ports the system picks on the first start; a restart reuses them.
+        let (server, port, files_port) = spawn_server(&mut server_command(dir.path(), 0, 0));
         let conf = dir.path().join("clearml.conf");
         let base = format!("http://127.0.0.1:{port}");
         std::fs::write(
@@ -79,35 +94,32 @@ impl Setup {
             timeout: Duration::from_secs(30),
         })
         .expect("client");
-        let mut s = Setup {
+        let s = Setup {
             dir,
             port,
             files_port,
-            server: None,
+            server: Some(server),
             conf,
             rt,
             client,
             daemons: Vec::new(),
         };
-        s.start_server();
+        s.wait_server();
         s
     }
 
+    /// Starts the server again on the same ports and data.
     fn start_server(&mut self) {
-        let child = Command::new(bin())
-            .args(["server", "--port", &self.port.to_string()])
-            .args(["--files-port", &self.files_port.to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            // Keys through the environment: the tests look for the secret in every argv.
-            .env("CLEARML_SERVER_ACCESS_KEY", KEY)
-            .env("CLEARML_SERVER_SECRET_KEY", SECRET)
-            .env("HOME", self.dir.path().join("home"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts");
+        let (child, _, _) = spawn_server(&mut server_command(
+            self.dir.path(),
+            self.port,
+            self.files_port,
+        ));
         self.server = Some(child);
+        self.wait_server();
+    }
+
+    fn wait_server(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "server did not start");

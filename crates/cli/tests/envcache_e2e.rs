@@ -2,7 +2,7 @@
 //! requirements.txt, `clearml-agent execute --id` run on identical tasks. The second run must
 //! restore the environment from the cache (a log line, no installer process) in under 0.5 s;
 //! a changed requirement must add a new entry.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bin, free_port, git, run, uv, workspace};
+use common::{bin, git, run, spawn_server, uv, workspace};
 
 const KEY: &str = "ENVCACHEACCESSKEY";
 const SECRET: &str = "ENVCACHE-SECRET-0b204d41d8cd98f";
@@ -31,8 +31,17 @@ impl Drop for Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, files_port) = (free_port(), free_port());
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        let (server, port, files_port) = spawn_server(
+            Command::new(bin())
+                .args(["server", "--port", "0", "--files-port", "0"])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .env("CLEARML_SERVER_ACCESS_KEY", KEY)
+                .env("CLEARML_SERVER_SECRET_KEY", SECRET)
+                .env("HOME", dir.path().join("home"))
+                .stderr(Stdio::null()),
+        );
         let conf = dir.path().join("clearml.conf");
         let base = format!("http://127.0.0.1:{port}");
         std::fs::write(
@@ -46,18 +55,6 @@ impl Setup {
             ),
         )
         .expect("conf");
-        let server = Command::new(bin())
-            .args(["server", "--port", &port.to_string()])
-            .args(["--files-port", &files_port.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("CLEARML_SERVER_ACCESS_KEY", KEY)
-            .env("CLEARML_SERVER_SECRET_KEY", SECRET)
-            .env("HOME", dir.path().join("home"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "server did not start");

@@ -1,20 +1,14 @@
 //! `clearml-agent server` killed with SIGKILL during a burst of writes: after a restart, every
 //! write the server acknowledged (tasks, queue entries, log lines) is still there.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 struct ServerProcess(Child);
 
@@ -25,20 +19,20 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start(data: &Path, port: u16, files_port: u16) -> ServerProcess {
-    let child = Command::new(assert_cmd::cargo::cargo_bin("clearml-agent"))
-        .args(["server", "--port", &port.to_string(), "--files-port"])
-        .arg(files_port.to_string())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--access-key", "KEY", "--secret-key", "SECRET"])
-        .env_clear()
-        .env("HOME", data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    ServerProcess(child)
+/// The server on `port` and `files_port` (0: the system picks), and the ports it bound.
+fn start(data: &Path, port: u16, files_port: u16) -> (ServerProcess, u16, u16) {
+    let (child, port, files_port) = common::spawn_server(
+        Command::new(assert_cmd::cargo::cargo_bin("clearml-agent"))
+            .args(["server", "--port", &port.to_string(), "--files-port"])
+            .arg(files_port.to_string())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--access-key", "KEY", "--secret-key", "SECRET"])
+            .env_clear()
+            .env("HOME", data)
+            .stderr(Stdio::null()),
+    );
+    (ServerProcess(child), port, files_port)
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -86,10 +80,9 @@ struct Acked {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port, files_port) = (free_port(), free_port());
+    let (mut server, port, files_port) = start(dir.path(), 0, 0);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut server = start(dir.path(), port, files_port);
     wait_ready(&http, &base).await;
     let queue = call(&http, &base, "queues.get_default", json!({}))
         .await
@@ -166,6 +159,7 @@ async fn acknowledged_writes_survive_kill_9() {
         acked.tasks.len()
     );
 
+    // The same ports again: the client's URL does not change across the restart.
     let _server = start(dir.path(), port, files_port);
     wait_ready(&http, &base).await;
     for id in &acked.tasks {

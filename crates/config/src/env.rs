@@ -44,6 +44,25 @@ impl Env {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// `~` and `~/rest` with this environment's `HOME`; anything else (including `~user`, or
+    /// any path when `HOME` is unset) as written. The one `~` expansion of the workspace
+    /// (HOCON path values also expand `$VAR`, see `clearml_hocon::Value::get_path_with`).
+    pub fn expand_user(&self, p: &str) -> String {
+        match (p.strip_prefix('~'), self.get("HOME")) {
+            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{}{rest}", home.trim_end_matches('/'))
+            }
+            _ => p.to_string(),
+        }
+    }
+}
+
+/// This machine's host name, the default worker name; empty when it cannot be read.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// How a variable's text becomes a value.

@@ -15,6 +15,7 @@
 //! typed getter (see [`AgentSettings`]) is reported with the file and line, or the variable, it
 //! came from. The environment is read once into an [`Env`] snapshot, which tests replace.
 
+mod agent_more;
 mod docker;
 mod env;
 mod error;
@@ -22,8 +23,9 @@ mod load;
 mod mask;
 mod settings;
 
+pub use agent_more::{GitCredentialConfig, MonitorConfig, VcsConfig, VenvsCache};
 pub use docker::{DockerSettings, HideDockerEnv};
-pub use env::{ENV_OVERRIDES, Env, EnvOverride};
+pub use env::{ENV_OVERRIDES, Env, EnvOverride, host_name};
 pub use error::ConfigError;
 pub use load::{Config, LoadOptions};
 pub use mask::{mask_docker_args, mask_url_passwords};

@@ -127,7 +127,7 @@ fn user_files(opts: &LoadOptions) -> Result<Vec<PathBuf>, ConfigError> {
     let env = &opts.env;
     let explicit = opts.config_file.clone().or_else(|| {
         env.first(&["CLEARML_CONFIG_FILE", "TRAINS_CONFIG_FILE"])
-            .map(|(_, v)| PathBuf::from(expand_home(v, env)))
+            .map(|(_, v)| PathBuf::from(env.expand_user(v)))
     });
     if let Some(file) = explicit {
         if !file.is_file() {
@@ -143,15 +143,6 @@ fn user_files(opts: &LoadOptions) -> Result<Vec<PathBuf>, ConfigError> {
         .map(|name| Path::new(home).join(name))
         .filter(|p| p.is_file())
         .collect())
-}
-
-fn expand_home(p: &str, env: &Env) -> String {
-    match (p.strip_prefix('~'), env.get("HOME")) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
-            format!("{}{rest}", home.trim_end_matches('/'))
-        }
-        _ => p.to_string(),
-    }
 }
 
 /// `CLEARML_AGENT__AGENT__DOCKER_FORCE_PULL=true` sets `agent.docker_force_pull`; the value is
@@ -269,7 +260,7 @@ fn derive_defaults(tree: &mut Value) {
     }
     let empty = |v: Option<&Value>| v.is_none_or(|v| v.scalar_text().is_none_or(|s| s.is_empty()));
     if empty(tree.get("agent.worker_name")) {
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host = crate::env::host_name();
         if !host.is_empty() {
             tree.set_keys(
                 &["agent", "worker_name"],

@@ -155,10 +155,7 @@ impl Config {
     fn path_or(&self, key: &str, default: &str) -> Result<PathBuf, ConfigError> {
         match self.path(key)? {
             Some(p) => Ok(p),
-            None => {
-                let home = self.env().get("HOME").unwrap_or("~").trim_end_matches('/');
-                Ok(PathBuf::from(default.replacen('~', home, 1)))
-            }
+            None => Ok(PathBuf::from(self.env().expand_user(default))),
         }
     }
 

@@ -363,3 +363,117 @@ fn init_written_file_keeps_credentials_and_agent_settings() {
     assert!(a.git_user.is_some());
     assert!(!a.package_manager.extra_index_url.is_empty());
 }
+
+/// Every `agent.*` key the daemon reads is typed: a wrong type is an error with the key and
+/// `file:line:col`, never the default.
+#[test]
+fn daemon_keys_of_the_wrong_type_are_errors_with_their_place() {
+    let home = Home::new();
+    let file = home.write(
+        "clearml.conf",
+        "agent {\n  venvs_cache {\n    path: ~/vc\n    max_entries: ten\n  }\n}\n",
+    );
+    let c = home.load_file(&file).expect("loads");
+    let err = c
+        .venvs_cache()
+        .expect_err("ten is not a number")
+        .to_string();
+    assert!(err.contains("agent.venvs_cache.max_entries"), "{err}");
+    assert!(err.contains(&format!("{}:4:18", file.display())), "{err}");
+
+    let file = home.write(
+        "neg.conf",
+        "agent.venvs_cache { path: ~/vc, max_entries: -1 }\n",
+    );
+    let err = home
+        .load_file(&file)
+        .expect("loads")
+        .venvs_cache()
+        .expect_err("negative");
+    assert!(
+        err.to_string().contains(&format!("{}:1:", file.display())),
+        "{err}"
+    );
+
+    let file = home.write(
+        "git.conf",
+        "agent {\n  git_user: u\n  git_host_match_prefix: maybe\n}\n",
+    );
+    let c = home.load_file(&file).expect("loads");
+    let err = c.vcs().expect_err("bad git keys").to_string();
+    assert!(err.contains("agent.git_host_match_prefix"), "{err}");
+    assert!(err.contains(&format!("{}:3:", file.display())), "{err}");
+
+    let file = home.write("port.conf", "agent.force_git_ssh_port: 70000\n");
+    let err = home
+        .load_file(&file)
+        .expect("loads")
+        .vcs()
+        .expect_err("port")
+        .to_string();
+    assert!(
+        err.contains("agent.force_git_ssh_port") && err.contains("70000"),
+        "{err}"
+    );
+
+    let file = home.write(
+        "creds.conf",
+        "agent.git.extra_credentials: [{user: u, pass: p, host: h}, {user: [1]}]\n",
+    );
+    let err = home
+        .load_file(&file)
+        .expect("loads")
+        .vcs()
+        .expect_err("list user")
+        .to_string();
+    assert!(err.contains("agent.git.extra_credentials[1].user"), "{err}");
+
+    let file = home.write("mon.conf", "agent.abort_kill_grace_sec: soon\n");
+    let err = home
+        .load_file(&file)
+        .expect("loads")
+        .monitor()
+        .expect_err("soon")
+        .to_string();
+    assert!(err.contains("agent.abort_kill_grace_sec"), "{err}");
+}
+
+#[test]
+fn daemon_keys_read_back_typed() {
+    let home = Home::new();
+    let file = home.write(
+        "clearml.conf",
+        "agent {\n  venvs_cache { path: ~/vc, max_entries: \"3\", free_space_threshold_gb: 0 }\n  \
+         git { extra_credentials: [{user: u, pass: p, host: h}, {user: only}] }\n  \
+         git_fetch_args: [\"--depth\", \"1\"]\n  force_git_ssh_port: 2222\n  \
+         abort_poll_interval_sec: 0.25\n}\n",
+    );
+    let c = home.load_file(&file).expect("loads");
+    let vc = c.venvs_cache().expect("typed").expect("on");
+    assert_eq!(vc.path, home.path("vc"));
+    assert_eq!((vc.max_entries, vc.free_space_threshold), (3, 0));
+    let git = c.vcs().expect("typed");
+    assert_eq!(git.extra_credentials.len(), 1);
+    assert_eq!(git.extra_credentials[0].host.as_deref(), Some("h"));
+    assert_eq!(git.fetch_args, ["--depth", "1"]);
+    assert_eq!(git.force_git_ssh_port, Some(2222));
+    // The built-in defaults set it, so CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME only counts
+    // when a file empties it.
+    assert_eq!(git.ssh_replacement_scheme, "https");
+    assert_eq!(
+        c.monitor().expect("typed").abort_poll_interval_sec,
+        Some(0.25)
+    );
+
+    let off = home.write(
+        "off.conf",
+        "agent.venvs_cache { path: ~/vc, enabled: false }\n",
+    );
+    assert_eq!(
+        home.load_file(&off)
+            .expect("loads")
+            .venvs_cache()
+            .expect("typed"),
+        None
+    );
+}

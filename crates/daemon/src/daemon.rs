@@ -68,7 +68,7 @@ pub async fn run_daemon(
     let client = Arc::new(Client::new(client_config)?);
     let queues = queues::resolve(&client, &opts.queues, opts.create_queue).await?;
 
-    let mut settings = DaemonSettings::from_config(config, opts.polling_interval);
+    let mut settings = DaemonSettings::from_config(config, opts.polling_interval)?;
     settings.monitor.echo = opts.foreground;
     // A second agent on this machine builds in its own folder.
     let work_root = if identity.slot > 0 {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::daemon::child_command;
 use crate::identity;
 use crate::monitor::{self, Ending};
-use crate::prepare::{self, PrepareOptions, PrepareSettings, StdoutProgress};
+use crate::prepare::{self, PrepareOptions, PrepareSettings};
 use crate::settings::DaemonSettings;
 use crate::{Console, DaemonError};
 
@@ -64,44 +64,26 @@ fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
     }))
 }
 
-/// A task id, or the one task with that exact name.
+/// The task `wanted` names (an id or a name, by the rule of `clearml_api::lookup`), in full.
 async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
-    if let Ok(r) = client
-        .call("tasks.get_by_id", json!({"task": wanted}))
-        .await
-        && let Some(t) = r.get("task").filter(|t| t.is_object())
-    {
-        return Ok(t.clone());
-    }
-    let r = client
-        .call(
-            "tasks.get_all",
-            json!({"name": format!("^{}$", regex::escape(wanted)), "only_fields": ["id", "name"],
-                   "search_hidden": true}),
-        )
-        .await?;
-    let found: Vec<&Value> = r
-        .get("tasks")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    match found.as_slice() {
-        [one] => {
-            let id = one.get("id").and_then(Value::as_str).unwrap_or_default();
-            let r = client.call("tasks.get_by_id", json!({"task": id})).await?;
-            r.get("task")
-                .cloned()
-                .ok_or_else(|| DaemonError::Task(format!("Could not find task id={wanted}")))
+    let found = match clearml_api::lookup::task(client, wanted).await {
+        Ok(f) => f,
+        Err(clearml_api::lookup::LookupError::NotFound { .. }) => {
+            return Err(DaemonError::Task(format!(
+                "Could not find task id={wanted} (for host {})",
+                client.config().api_server
+            )));
         }
-        [] => Err(DaemonError::Task(format!(
-            "Could not find task id={wanted} (for host {})",
-            client.config().api_server
-        ))),
-        many => Err(DaemonError::Task(format!(
-            "{} tasks are named {wanted:?}; give the task id",
-            many.len()
-        ))),
-    }
+        Err(clearml_api::lookup::LookupError::Api(e)) => return Err(e.into()),
+        Err(e) => return Err(DaemonError::Task(e.to_string())),
+    };
+    let r = client
+        .call("tasks.get_by_id", json!({"task": found.id}))
+        .await?;
+    r.get("task")
+        .filter(|t| t.is_object())
+        .cloned()
+        .ok_or_else(|| DaemonError::Task(format!("Could not find task id={wanted}")))
 }
 
 fn id_of(task: &Value) -> String {
@@ -165,7 +147,7 @@ pub async fn execute_monitored(
             json!({"task": task_id, "force": true, "status_reason": "starting execution soon"}),
         )
         .await?;
-    let mut settings = DaemonSettings::from_config(config, None);
+    let mut settings = DaemonSettings::from_config(config, None)?;
     settings.monitor.echo = true;
     settings.monitor.log_file = opts.log_file.clone();
     let reporter = if opts.full_monitoring {
@@ -244,7 +226,14 @@ pub async fn execute_monitored(
 
 /// `execute --disable-monitoring --id T`: prepare the task and become it. Returns only on
 /// failure (the exit code to use).
-pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonError> {
+///
+/// Every line goes to `console`: in this process it is the task's console log, which the
+/// supervising daemon reads from the pipe.
+pub async fn execute_child(
+    config: &Config,
+    task: &str,
+    console: Arc<dyn Console>,
+) -> Result<i32, DaemonError> {
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
     let task = resolve_task(&client, task).await?;
@@ -262,12 +251,13 @@ pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonErr
         settings.work_root = PathBuf::from(root);
     }
     let task_doc = task.clone();
+    let progress = console.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         prepare::prepare(
             &task_doc,
             &settings,
             &PrepareOptions::default(),
-            &StdoutProgress,
+            progress.as_ref(),
         )
     })
     .await
@@ -275,7 +265,7 @@ pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonErr
     let mut prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
-            println!("clearml-agent: error: {e}");
+            console.line(&format!("clearml-agent: error: {e}"));
             let _ = client
                 .call(
                     "tasks.failed",
@@ -287,7 +277,7 @@ pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonErr
         }
     };
     if let Some(frozen) = &prepared.frozen {
-        write_back_requirements(&client, &task, frozen).await;
+        write_back_requirements(&client, &task, frozen, console.as_ref()).await;
     }
     // The SDK inside the task talks to the same server with the same identity.
     let api = config.api()?;
@@ -305,14 +295,14 @@ pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonErr
     prepared
         .env
         .push(("CLEARML_WORKER_ID".into(), Some(worker_id.clone())));
-    println!("Running task id [{task_id}]:");
-    println!(
+    console.line(&format!("Running task id [{task_id}]:"));
+    console.line(&format!(
         "[{}]$ {}",
         prepared.cwd.display(),
         prepare::display_command(&prepared)
-    );
-    println!("Environment setup completed successfully");
-    println!();
+    ));
+    console.line("Environment setup completed successfully");
+    console.line("");
     client
         .call(
             "tasks.started",
@@ -324,13 +314,20 @@ pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonErr
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let err = prepare::exec(&prepared);
-    println!("clearml-agent: error: cannot start the task: {err}");
+    console.line(&format!(
+        "clearml-agent: error: cannot start the task: {err}"
+    ));
     Ok(1)
 }
 
 /// Records the environment's packages on the task; the first time, the requested list is
 /// kept as `org_pip`, as the Python agent does.
-async fn write_back_requirements(client: &Client, task: &Value, frozen: &[String]) {
+async fn write_back_requirements(
+    client: &Client,
+    task: &Value,
+    frozen: &[String],
+    console: &dyn Console,
+) {
     let mut req = task
         .get("script")
         .and_then(|s| s.get("requirements"))
@@ -355,7 +352,9 @@ async fn write_back_requirements(client: &Client, task: &Value, frozen: &[String
         )
         .await
     {
-        println!("Warning: could not store the installed packages on the task: {e}");
+        console.line(&format!(
+            "Warning: could not store the installed packages on the task: {e}"
+        ));
     }
 }
 
@@ -364,7 +363,7 @@ async fn write_back_requirements(client: &Client, task: &Value, frozen: &[String
 pub async fn build_environment(
     config: &Config,
     opts: BuildOptions,
-    console: &dyn Console,
+    console: Arc<dyn Console>,
 ) -> Result<i32, DaemonError> {
     let client = client_for(config, None)?;
     let task = resolve_task(&client, &opts.task).await?;
@@ -385,8 +384,9 @@ pub async fn build_environment(
         venv_target: Some(target.clone()),
         python_version: opts.python_version.clone(),
     };
+    let progress = console.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        prepare::prepare(&task, &settings, &popts, &StdoutProgress)
+        prepare::prepare(&task, &settings, &popts, progress.as_ref())
     })
     .await
     .map_err(|e| DaemonError::Task(format!("the build stopped: {e}")))??;

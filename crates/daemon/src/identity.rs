@@ -156,7 +156,7 @@ pub fn worker_id_for(input: &IdentityInput, slot: u32) -> String {
 
 /// The host name, as the worker name defaults to.
 pub fn host_name() -> String {
-    gethostname::gethostname().to_string_lossy().to_string()
+    clearml_config::host_name()
 }
 
 #[cfg(test)]

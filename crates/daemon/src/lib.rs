@@ -28,16 +28,20 @@ pub use execute::{
 };
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
-pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_folder_name};
+pub use prepare::{
+    Code, Environment, PrepareError, PrepareOptions, PrepareSettings, Prepared, command_line,
+    prepare_code, prepare_environment, repo_folder_name, task_variables, venv_variables,
+};
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
-/// What the CLI shows a person; the daemon never prints by itself.
-pub trait Console: Send + Sync {
-    fn line(&self, text: &str);
-}
+/// What the CLI shows a person: the workspace's one progress trait (crate
+/// `clearml-progress`). The daemon never prints by itself; in the task process (`execute
+/// --disable-monitoring`) the console's lines are the task's console log.
+pub use clearml_progress::Reporter as Console;
+pub use clearml_progress::{NullReporter, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

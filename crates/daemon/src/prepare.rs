@@ -24,23 +24,7 @@ use serde_json::Value;
 
 use crate::task::{ExecutionInfo, Interpreter};
 
-/// Where progress lines go (stdout in the task process).
-pub trait Progress: clearml_vcs::Reporter + clearml_pyenv::Reporter {}
-impl<T: clearml_vcs::Reporter + clearml_pyenv::Reporter> Progress for T {}
-
-/// Prints each line to stdout; the daemon reads them from the pipe.
-pub struct StdoutProgress;
-
-impl clearml_vcs::Reporter for StdoutProgress {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-}
-impl clearml_pyenv::Reporter for StdoutProgress {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-}
+use clearml_progress::Reporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -126,113 +110,49 @@ pub struct PrepareSettings {
 impl PrepareSettings {
     pub fn from_config(config: &Config) -> Result<PrepareSettings, PrepareError> {
         let agent = config.agent()?;
-        let t = config.tree();
+        let git = config.vcs()?;
         let mut credentials = Vec::new();
-        let git_host = t
-            .get_str("agent.git_host")
-            .ok()
-            .flatten()
-            .filter(|s| !s.is_empty());
         if let (Some(user), Some(pass)) = (agent.git_user.clone(), agent.git_pass.clone()) {
             credentials.push(clearml_vcs::GitCredential {
                 user,
                 pass,
-                host: git_host.clone(),
+                host: git.git_host.clone(),
             });
         }
-        if let Some(Value::Array(extra)) = config
-            .get("agent.git.extra_credentials")
-            .map(clearml_hocon_json)
-        {
-            for c in extra {
-                let get = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-                if let (Some(user), Some(pass)) = (get("user"), get("pass")) {
-                    credentials.push(clearml_vcs::GitCredential {
-                        user,
-                        pass,
-                        host: get("host").filter(|h| !h.is_empty()),
-                    });
-                }
-            }
-        }
-        let fetch_args = t
-            .get_str_list("agent.git_fetch_args")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        credentials.extend(
+            git.extra_credentials
+                .into_iter()
+                .map(|c| clearml_vcs::GitCredential {
+                    user: c.user,
+                    pass: c.pass,
+                    host: c.host,
+                }),
+        );
         let home = config.env().get("HOME").unwrap_or("/tmp").to_string();
         let base = PathBuf::from(&home).join(".clearml");
         let vcs = clearml_vcs::VcsSettings {
             cache_dir: agent.vcs_cache.path.clone(),
             cache_enabled: agent.vcs_cache.enabled,
             credentials,
-            git_host_match_prefix: t
-                .get_bool("agent.git_host_match_prefix")
-                .ok()
-                .flatten()
-                .unwrap_or(false),
+            git_host_match_prefix: git.git_host_match_prefix,
             translate_ssh: agent.translate_ssh,
-            ssh_replacement_scheme: t
-                .get_str("agent.translate_ssl_replacement_scheme")
-                .ok()
-                .flatten()
-                .filter(|s| !s.is_empty())
-                .or_else(|| {
-                    config
-                        .env()
-                        .get("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME")
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "https".into()),
+            ssh_replacement_scheme: git.ssh_replacement_scheme,
             force_git_ssh_protocol: agent.force_git_ssh_protocol,
-            force_git_ssh_port: t
-                .get_i64("agent.force_git_ssh_port")
-                .ok()
-                .flatten()
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p > 0),
-            force_git_ssh_user: t
-                .get_str("agent.force_git_ssh_user")
-                .ok()
-                .flatten()
-                .filter(|s| !s.is_empty()),
-            git_host: git_host.clone(),
-            fetch_args,
+            force_git_ssh_port: git.force_git_ssh_port,
+            force_git_ssh_user: git.force_git_ssh_user,
+            git_host: git.git_host,
+            fetch_args: git.fetch_args,
             lock_timeout: std::time::Duration::from_secs(300),
             git_program: PathBuf::from("git"),
             git_config: Vec::new(),
         };
-        let venvs_cache = match (
-            t.get_bool("agent.venvs_cache.enabled")
-                .ok()
-                .flatten()
-                .unwrap_or(true),
-            config.path("agent.venvs_cache.path")?,
-        ) {
-            (true, Some(dir)) if !dir.as_os_str().is_empty() => {
-                let max_entries = t
-                    .get_i64("agent.venvs_cache.max_entries")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(10);
-                let gb = t
-                    .get_f64("agent.venvs_cache.free_space_threshold_gb")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(2.0);
-                Some(clearml_envcache::CacheSettings {
-                    dir,
-                    max_entries: usize::try_from(max_entries).unwrap_or(0),
-                    // 0 or less disables the check, as in clearml-agent.
-                    free_space_threshold: if gb > 0.0 {
-                        (gb * 1024.0 * 1024.0 * 1024.0) as u64
-                    } else {
-                        0
-                    },
-                })
-            }
-            _ => None,
-        };
+        let venvs_cache = config
+            .venvs_cache()?
+            .map(|c| clearml_envcache::CacheSettings {
+                dir: c.path,
+                max_entries: c.max_entries,
+                free_space_threshold: c.free_space_threshold,
+            });
         let cuda_version = agent
             .cuda_version
             .clone()
@@ -254,16 +174,14 @@ impl PrepareSettings {
     }
 }
 
-fn clearml_hocon_json(v: &clearml_hocon::Value) -> Value {
-    serde_json::from_str(&clearml_hocon::render_json(v)).unwrap_or(Value::Null)
-}
-
-/// Clones, builds and works out the command; does not touch the task on the server.
+/// Clones, builds and works out the command; does not touch the task on the server. The
+/// steps are public so docker mode can run them apart: [`prepare_code`],
+/// [`prepare_environment`], [`command_line`], [`task_variables`] and [`venv_variables`].
 pub fn prepare(
     task: &Value,
     settings: &PrepareSettings,
     opts: &PrepareOptions,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Prepared, PrepareError> {
     let info = ExecutionInfo::from_task(task)?;
     let task_id = task
@@ -271,10 +189,79 @@ pub fn prepare(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    show_info(&info, progress);
+    let code = prepare_code(&info, settings, progress)?;
+    let env = if info.needs_python_env() {
+        Some(prepare_environment(&info, &code, settings, opts, progress)?)
+    } else {
+        None
+    };
+    let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
+    let mut vars = task_variables(&task_id, &code);
+    if let Some(e) = &env {
+        vars.extend(venv_variables(&e.venv_dir));
+    }
+    let (python_version, frozen, env_in_use) = match env {
+        Some(e) => (Some(e.python_version), Some(e.frozen), e.env_in_use),
+        None => (None, None, None),
+    };
+    Ok(Prepared {
+        argv,
+        cwd: code.script_dir,
+        env: vars,
+        frozen,
+        commit: code.commit,
+        python_version,
+        env_in_use,
+    })
+}
+
+/// The task's code on disk, from [`prepare_code`].
+#[derive(Clone, Debug)]
+pub struct Code {
+    /// The repository, or `<work_root>/code` for a literal script.
+    pub root: PathBuf,
+    /// `root/working_dir`: where the task runs.
+    pub script_dir: PathBuf,
+    /// The entry point, once a literal script was written out.
+    pub entry_point: Option<String>,
+    /// The commit that was checked out.
+    pub commit: Option<String>,
+}
+
+impl Code {
+    /// The entry point, trimmed; `None` when empty.
+    fn entry(&self) -> Option<String> {
+        self.entry_point
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+    }
+}
+
+/// The task's Python environment, from [`prepare_environment`].
+#[derive(Debug)]
+pub struct Environment {
+    pub venv_dir: PathBuf,
+    pub python: PathBuf,
+    pub python_version: String,
+    /// Frozen packages, for `tasks.set_requirements`.
+    pub frozen: Vec<String>,
+    /// Holds the venv cache entry as "in use" (see [`Prepared::env_in_use`]).
+    pub env_in_use: Option<clearml_envcache::InUse>,
+}
+
+/// The task's code: its repository checked out into `<work_root>/task_repository/<name>`
+/// (through the vcs cache) with the uncommitted changes applied, or its literal script
+/// written into `<work_root>/code`.
+pub fn prepare_code(
+    info: &ExecutionInfo,
+    settings: &PrepareSettings,
+    progress: &dyn Reporter,
+) -> Result<Code, PrepareError> {
     let root = &settings.work_root;
     std::fs::create_dir_all(root).map_err(io(format!("cannot create {}", root.display())))?;
-    show_info(&info, progress);
-
     // The code.
     let (code_root, commit) = match &info.repository {
         Some(url) => {
@@ -298,10 +285,7 @@ pub fn prepare(
             std::fs::create_dir_all(&code)
                 .map_err(io(format!("cannot create {}", code.display())))?;
             if info.diff.is_none() {
-                clearml_vcs::Reporter::line(
-                    progress,
-                    "WARNING: running a task without repository or literal script",
-                );
+                progress.line("WARNING: running a task without repository or literal script");
             }
             (code, None)
         }
@@ -315,7 +299,7 @@ pub fn prepare(
     let mut entry_point = info.entry_point.clone();
     if let Some(diff) = &info.diff {
         if info.diff_is_patch() && info.repository.is_some() {
-            clearml_vcs::Reporter::line(progress, "Applying uncommitted changes");
+            progress.line("Applying uncommitted changes");
             clearml_vcs::apply_diff(&code_root, diff, progress).map_err(PrepareError::Diff)?;
         } else {
             let is_module = entry_point
@@ -338,171 +322,181 @@ pub fn prepare(
             }
         }
     }
+    Ok(Code {
+        root: code_root,
+        script_dir,
+        entry_point,
+        commit,
+    })
+}
 
-    // The environment.
-    let mut frozen = None;
-    let mut python_version = None;
-    let mut python: Option<PathBuf> = None;
-    let mut extra_env: Vec<(String, Option<String>)> = Vec::new();
+/// The task's Python environment in `<work_root>/<X.Y>` (or `opts.venv_target`): restored
+/// from the venv cache on a hit, else built from scratch (and stored).
+pub fn prepare_environment(
+    info: &ExecutionInfo,
+    code: &Code,
+    settings: &PrepareSettings,
+    opts: &PrepareOptions,
+    progress: &dyn Reporter,
+) -> Result<Environment, PrepareError> {
+    let root = &settings.work_root;
+    let (code_root, script_dir) = (&code.root, &code.script_dir);
     let mut env_in_use = None;
-    if info.needs_python_env() {
-        let env_started = Instant::now();
-        let requested = opts.python_version.clone().or_else(|| {
-            info.binary
-                .as_deref()
-                .and_then(clearml_pyenv::python_version_from_binary)
-        });
-        let found = clearml_pyenv::find_python(
-            requested.as_deref(),
-            settings.agent.python_binary.as_deref(),
-        )?;
-        let venv_dir = opts
-            .venv_target
-            .clone()
-            .unwrap_or_else(|| root.join(major_minor(&found.version)));
-        let requirements = match &info.pip_requirements {
-            Some(text) => clearml_pyenv::Requirements::Text(text.clone()),
-            None => {
-                let files = clearml_pyenv::requirement_files(&code_root, &script_dir);
-                if !files.is_empty() {
-                    clearml_pyenv::Requirements::Files(files)
-                } else if code_root.join("pyproject.toml").is_file() {
-                    clearml_pyenv::Requirements::Project(code_root.clone())
-                } else {
-                    clearml_pyenv::Reporter::line(
-                        progress,
-                        "Warning: installing NO task requirements or repository requirements",
-                    );
-                    clearml_pyenv::Requirements::None
-                }
+    let env_started = Instant::now();
+    let requested = opts.python_version.clone().or_else(|| {
+        info.binary
+            .as_deref()
+            .and_then(clearml_pyenv::python_version_from_binary)
+    });
+    let found = clearml_pyenv::find_python(
+        requested.as_deref(),
+        settings.agent.python_binary.as_deref(),
+    )?;
+    let venv_dir = opts
+        .venv_target
+        .clone()
+        .unwrap_or_else(|| root.join(major_minor(&found.version)));
+    let requirements = match &info.pip_requirements {
+        Some(text) => clearml_pyenv::Requirements::Text(text.clone()),
+        None => {
+            let files = clearml_pyenv::requirement_files(code_root, script_dir);
+            if !files.is_empty() {
+                clearml_pyenv::Requirements::Files(files)
+            } else if code_root.join("pyproject.toml").is_file() {
+                clearml_pyenv::Requirements::Project(code_root.clone())
+            } else {
+                progress
+                    .line("Warning: installing NO task requirements or repository requirements");
+                clearml_pyenv::Requirements::None
             }
-        };
-        let pm = &settings.agent.package_manager;
-        let spec = clearml_pyenv::EnvSpec {
-            uv_binary: None,
-            python_version: requested.clone(),
-            python_binary: Some(found.path.clone()),
-            manager: match pm.kind {
-                PackageManagerKind::Pip => clearml_pyenv::Manager::Pip,
-                PackageManagerKind::Poetry => clearml_pyenv::Manager::Poetry,
-                PackageManagerKind::Conda => clearml_pyenv::Manager::Conda,
-                PackageManagerKind::Uv => clearml_pyenv::Manager::Uv,
-            },
-            requirements,
-            base_dir: Some(code_root.clone()),
-            extra_index_urls: pm.extra_index_url.clone(),
-            system_site_packages: pm.system_site_packages,
-            force_upgrade: pm.force_upgrade,
-            pip_version: pm.pip_version.clone(),
-            uv_cache_dir: Some(settings.uv_cache_dir.clone()),
-            pip_cache_dir: settings
-                .agent
-                .pip_download_cache
-                .enabled
-                .then(|| settings.agent.pip_download_cache.path.clone()),
-            env: Vec::new(),
-            extra_pip_install_flags: pm.extra_pip_install_flags.clone(),
-            poetry_version: pm.poetry_version.clone(),
-            poetry_install_extra_args: pm.poetry_install_extra_args.clone(),
-            uv_sync_extra_args: pm.uv_sync_extra_args.clone(),
-            uv_sync_locked_if_lock_file: pm.uv_sync_locked_if_lock_file,
-            conda_channels: pm.conda_channels.clone(),
-            priority_packages: pm.priority_packages.clone(),
-            priority_optional_packages: pm.priority_optional_packages.clone(),
-            post_packages: pm.post_packages.clone(),
-            post_optional_packages: pm.post_optional_packages.clone(),
-            torch_nightly: pm.torch_nightly,
-            cuda_version: settings.cuda_version.clone(),
-            // clearml-agent's cpu-only switch is an environment variable only.
-            cpu_only: std::env::var("CLEARML_CPU_ONLY")
-                .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on")),
-            project_dir: Some(code_root.clone()),
-            // New build options keep their defaults until set here.
-            ..clearml_pyenv::EnvSpec::new(venv_dir, settings.tools_dir.clone())
-        };
-        let cached = match (&settings.venvs_cache, &opts.venv_target) {
-            (Some(cache), None) => {
-                env_cache_key(&spec, &found.version, &code_root, settings, progress).and_then(
-                    |inputs| match clearml_envcache::EnvCache::open(cache.clone()) {
-                        Ok(c) => Some((c, inputs)),
-                        Err(e) => {
-                            say(progress, &format!("Warning: venv cache unavailable: {e}"));
-                            None
-                        }
-                    },
-                )
-            }
-            (None, None) => {
+        }
+    };
+    let pm = &settings.agent.package_manager;
+    let spec = clearml_pyenv::EnvSpec {
+        uv_binary: None,
+        python_version: requested.clone(),
+        python_binary: Some(found.path.clone()),
+        manager: match pm.kind {
+            PackageManagerKind::Pip => clearml_pyenv::Manager::Pip,
+            PackageManagerKind::Poetry => clearml_pyenv::Manager::Poetry,
+            PackageManagerKind::Conda => clearml_pyenv::Manager::Conda,
+            PackageManagerKind::Uv => clearml_pyenv::Manager::Uv,
+        },
+        requirements,
+        base_dir: Some(code_root.clone()),
+        extra_index_urls: pm.extra_index_url.clone(),
+        system_site_packages: pm.system_site_packages,
+        force_upgrade: pm.force_upgrade,
+        pip_version: pm.pip_version.clone(),
+        uv_cache_dir: Some(settings.uv_cache_dir.clone()),
+        pip_cache_dir: settings
+            .agent
+            .pip_download_cache
+            .enabled
+            .then(|| settings.agent.pip_download_cache.path.clone()),
+        env: Vec::new(),
+        extra_pip_install_flags: pm.extra_pip_install_flags.clone(),
+        poetry_version: pm.poetry_version.clone(),
+        poetry_install_extra_args: pm.poetry_install_extra_args.clone(),
+        uv_sync_extra_args: pm.uv_sync_extra_args.clone(),
+        uv_sync_locked_if_lock_file: pm.uv_sync_locked_if_lock_file,
+        conda_channels: pm.conda_channels.clone(),
+        priority_packages: pm.priority_packages.clone(),
+        priority_optional_packages: pm.priority_optional_packages.clone(),
+        post_packages: pm.post_packages.clone(),
+        post_optional_packages: pm.post_optional_packages.clone(),
+        torch_nightly: pm.torch_nightly,
+        cuda_version: settings.cuda_version.clone(),
+        // clearml-agent's cpu-only switch is an environment variable only.
+        cpu_only: std::env::var("CLEARML_CPU_ONLY")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on")),
+        project_dir: Some(code_root.clone()),
+        // New build options keep their defaults until set here.
+        ..clearml_pyenv::EnvSpec::new(venv_dir, settings.tools_dir.clone())
+    };
+    let cached = match (&settings.venvs_cache, &opts.venv_target) {
+        (Some(cache), None) => env_cache_key(&spec, &found.version, code_root, settings, progress)
+            .and_then(
+                |inputs| match clearml_envcache::EnvCache::open(cache.clone()) {
+                    Ok(c) => Some((c, inputs)),
+                    Err(e) => {
+                        say(progress, &format!("Warning: venv cache unavailable: {e}"));
+                        None
+                    }
+                },
+            ),
+        (None, None) => {
+            say(
+                progress,
+                "::: Python virtual environment cache is DISABLED. To accelerate spin-up \
+                 time set `agent.venvs_cache.path=~/.clearml/venvs-cache` :::",
+            );
+            None
+        }
+        _ => None,
+    };
+    let venv_dir = spec.venv_dir.clone();
+    let restored = match &cached {
+        Some((cache, inputs)) => restore_env(cache, inputs, &venv_dir, progress)?,
+        None => None,
+    };
+    let (venv_python, version, packages) = match restored {
+        Some(r) => {
+            let how = format!("cache hit {}", clearml_envcache::short(r.in_use.key()));
+            // Inherited by the task through exec: eviction skips the entry until it ends.
+            if let Err(e) = r.in_use.keep_across_exec() {
                 say(
                     progress,
-                    "::: Python virtual environment cache is DISABLED. To accelerate spin-up \
-                     time set `agent.venvs_cache.path=~/.clearml/venvs-cache` :::",
+                    &format!("Warning: cannot pin the cached environment: {e}"),
                 );
-                None
             }
-            _ => None,
-        };
-        let venv_dir = spec.venv_dir.clone();
-        let restored = match &cached {
-            Some((cache, inputs)) => restore_env(cache, inputs, &venv_dir, progress)?,
-            None => None,
-        };
-        let (venv_python, version, packages) = match restored {
-            Some(r) => {
-                let how = format!("cache hit {}", clearml_envcache::short(r.in_use.key()));
-                // Inherited by the task through exec: eviction skips the entry until it ends.
-                if let Err(e) = r.in_use.keep_across_exec() {
-                    say(
-                        progress,
-                        &format!("Warning: cannot pin the cached environment: {e}"),
-                    );
-                }
-                env_in_use = Some(r.in_use);
-                say_ready(progress, env_started, &how);
-                (
-                    venv_dir.join("bin/python"),
-                    r.manifest.python,
-                    r.manifest.frozen,
-                )
+            env_in_use = Some(r.in_use);
+            say_ready(progress, env_started, &how);
+            (
+                venv_dir.join("bin/python"),
+                r.manifest.python,
+                r.manifest.frozen,
+            )
+        }
+        None => {
+            if cached.is_some() && venv_dir.exists() {
+                // The entry must hold exactly this requirement set, not the leftovers of
+                // the previous task's environment.
+                std::fs::remove_dir_all(&venv_dir)
+                    .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
             }
-            None => {
-                if cached.is_some() && venv_dir.exists() {
-                    // The entry must hold exactly this requirement set, not the leftovers of
-                    // the previous task's environment.
-                    std::fs::remove_dir_all(&venv_dir)
-                        .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
-                }
-                let built = clearml_pyenv::build(&spec, progress)?;
-                if let Some((cache, inputs)) = &cached
-                    && built.manager == spec.manager
-                {
-                    store_env(cache, inputs, &built, progress);
-                }
-                say_ready(progress, env_started, "built");
-                (built.python, built.python_version, built.frozen)
+            let built = clearml_pyenv::build(&spec, progress)?;
+            if let Some((cache, inputs)) = &cached
+                && built.manager == spec.manager
+            {
+                store_env(cache, inputs, &built, progress);
             }
-        };
-        python_version = Some(version);
-        frozen = Some(packages);
-        python = Some(venv_python);
-        extra_env.push(("VIRTUAL_ENV".into(), Some(venv_dir.display().to_string())));
-        let path = std::env::var("PATH").unwrap_or_default();
-        extra_env.push((
-            "PATH".into(),
-            Some(format!("{}:{path}", venv_dir.join("bin").display())),
-        ));
-    }
+            say_ready(progress, env_started, "built");
+            (built.python, built.python_version, built.frozen)
+        }
+    };
+    Ok(Environment {
+        venv_dir,
+        python: venv_python,
+        python_version: version,
+        frozen: packages,
+        env_in_use,
+    })
+}
 
-    // The command.
-    let entry = entry_point
-        .clone()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty());
+/// The program and arguments that run the task's entry point: `python` is the environment's
+/// interpreter (`python3` when there is none).
+pub fn command_line(
+    info: &ExecutionInfo,
+    code: &Code,
+    python: Option<&Path>,
+) -> Result<Vec<OsString>, PrepareError> {
+    let script_dir = &code.script_dir;
+    let entry = code.entry();
     let argv: Vec<OsString> = match info.interpreter() {
         Interpreter::Python => {
             let py = python
-                .clone()
-                .map(PathBuf::into_os_string)
+                .map(|p| p.as_os_str().to_os_string())
                 .unwrap_or_else(|| "python3".into());
             let mut argv = vec![py, "-u".into()];
             match entry.as_deref() {
@@ -541,7 +535,14 @@ pub fn prepare(
             argv
         }
     };
+    Ok(argv)
+}
 
+/// The variables every task runs with: its id, `PYTHONPATH`, unbuffered output, and the
+/// agent's own uv and apt settings removed.
+pub fn task_variables(task_id: &str, code: &Code) -> Vec<(String, Option<String>)> {
+    let script_dir = &code.script_dir;
+    let entry = code.entry();
     // PYTHONPATH as the Python agent sets it: what was there, the script's folder and the
     // entry point's folder.
     let mut pythonpath: Vec<String> = std::env::var("PYTHONPATH")
@@ -559,8 +560,8 @@ pub fn prepare(
         pythonpath.push(extra);
     }
     let mut env = vec![
-        ("CLEARML_TASK_ID".into(), Some(task_id.clone())),
-        ("TRAINS_TASK_ID".into(), Some(task_id)),
+        ("CLEARML_TASK_ID".into(), Some(task_id.to_string())),
+        ("TRAINS_TASK_ID".into(), Some(task_id.to_string())),
         ("CLEARML_LOG_TASK_TO_BACKEND".into(), Some("0".into())),
         ("TRAINS_LOG_TASK_TO_BACKEND".into(), Some("0".into())),
         ("PYTHONPATH".into(), Some(pythonpath.join(":"))),
@@ -575,24 +576,27 @@ pub fn prepare(
     ] {
         env.push((v.into(), None));
     }
-    env.extend(extra_env);
-    Ok(Prepared {
-        argv,
-        cwd: script_dir,
-        env,
-        frozen,
-        commit,
-        python_version,
-        env_in_use,
-    })
+    env
 }
 
-fn say(progress: &dyn Progress, text: &str) {
-    clearml_pyenv::Reporter::line(progress, text);
+/// `VIRTUAL_ENV` and `PATH` for a task that runs in the environment at `venv_dir`.
+pub fn venv_variables(venv_dir: &Path) -> Vec<(String, Option<String>)> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    vec![
+        ("VIRTUAL_ENV".into(), Some(venv_dir.display().to_string())),
+        (
+            "PATH".into(),
+            Some(format!("{}:{path}", venv_dir.join("bin").display())),
+        ),
+    ]
+}
+
+fn say(progress: &dyn Reporter, text: &str) {
+    progress.line(text);
 }
 
 /// The line the end-to-end test and the benchmark time the environment step by.
-fn say_ready(progress: &dyn Progress, started: Instant, how: &str) {
+fn say_ready(progress: &dyn Reporter, started: Instant, how: &str) {
     say(
         progress,
         &format!(
@@ -602,22 +606,13 @@ fn say_ready(progress: &dyn Progress, started: Instant, how: &str) {
     );
 }
 
-/// Passes cache messages (evictions) to the task's console.
-struct CacheLines<'a>(&'a dyn Progress);
-
-impl clearml_envcache::Reporter for CacheLines<'_> {
-    fn line(&self, text: &str) {
-        say(self.0, text);
-    }
-}
-
 /// The cache inputs of `spec`, or `None` (said why) when it must not be cached.
 fn env_cache_key(
     spec: &clearml_pyenv::EnvSpec,
     python_full_version: &str,
     code_root: &Path,
     settings: &PrepareSettings,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Option<clearml_envcache::KeyInputs> {
     let (uv, pip) = (clearml_pyenv::Manager::Uv, clearml_pyenv::Manager::Pip);
     if spec.manager != uv && spec.manager != pip {
@@ -697,7 +692,7 @@ fn restore_env(
     cache: &clearml_envcache::EnvCache,
     inputs: &clearml_envcache::KeyInputs,
     venv_dir: &Path,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Option<clearml_envcache::Restored>, PrepareError> {
     let key = clearml_envcache::cache_key(inputs);
     let short = clearml_envcache::short(&key);
@@ -717,7 +712,7 @@ fn restore_env(
         std::fs::remove_dir_all(venv_dir)
             .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
     }
-    match cache.restore(&key, venv_dir, &CacheLines(progress)) {
+    match cache.restore(&key, venv_dir, progress) {
         Ok(Some(r)) => {
             say(
                 progress,
@@ -754,17 +749,11 @@ fn store_env(
     cache: &clearml_envcache::EnvCache,
     inputs: &clearml_envcache::KeyInputs,
     built: &clearml_pyenv::BuiltEnv,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) {
     let key = clearml_envcache::cache_key(inputs);
     let short = clearml_envcache::short(&key);
-    match cache.store(
-        &key,
-        &built.venv_dir,
-        inputs,
-        &built.frozen,
-        &CacheLines(progress),
-    ) {
+    match cache.store(&key, &built.venv_dir, inputs, &built.frozen, progress) {
         Ok(clearml_envcache::Stored::Added(m)) => say(
             progress,
             &format!(
@@ -840,8 +829,8 @@ pub fn repo_folder_name(url: &str) -> String {
     }
 }
 
-fn show_info(info: &ExecutionInfo, progress: &dyn Progress) {
-    let say = |s: String| clearml_vcs::Reporter::line(progress, &s);
+fn show_info(info: &ExecutionInfo, progress: &dyn Reporter) {
+    let say = |s: String| progress.line(&s);
     say("Executing task:".into());
     if let Some(r) = &info.repository {
         say(format!(

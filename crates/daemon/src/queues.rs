@@ -1,5 +1,6 @@
-//! Queue names to ids, the way `--queue` is read: an id as-is, else an exact,
-//! case-insensitive name match; none given means the server's default queue.
+//! Queue names to ids, the way `--queue` is read: by the one rule of `clearml_api::lookup`
+//! (an existing id, else the exact name, else the name ignoring case; several matches are an
+//! error); none given means the server's default queue.
 
 use clearml_api::Client;
 use serde_json::{Value, json};
@@ -11,14 +12,6 @@ use crate::DaemonError;
 pub struct Queue {
     pub id: String,
     pub name: String,
-}
-
-fn looks_like_id(s: &str) -> bool {
-    s.len() >= 30 && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
-}
-
-fn regex_escape(s: &str) -> String {
-    regex::escape(s)
 }
 
 /// Resolves `names` in order. `create` makes missing queues (`--create-queue`).
@@ -61,34 +54,15 @@ pub async fn resolve(
 }
 
 async fn find(client: &Client, name: &str) -> Result<Option<Queue>, DaemonError> {
-    if looks_like_id(name) {
-        let r = client
-            .call(
-                "queues.get_all",
-                json!({"id": [name], "only_fields": ["id", "name"]}),
-            )
-            .await?;
-        if let Some(q) = first_queue(&r) {
-            return Ok(Some(q));
-        }
-    }
-    let r = client
-        .call(
-            "queues.get_all",
-            json!({"name": format!("^{}$", regex_escape(name)), "only_fields": ["id", "name"],
-                   "search_hidden": true}),
-        )
-        .await?;
-    let matches: Vec<Queue> = queues_of(&r)
-        .into_iter()
-        .filter(|q| q.name.eq_ignore_ascii_case(name))
-        .collect();
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(matches.into_iter().next()),
-        n => Err(DaemonError::Queue(format!(
-            "{n} queues are named '{name}'; give the queue id instead"
-        ))),
+    use clearml_api::lookup::{self, LookupError};
+    match lookup::queue(client, name).await {
+        Ok(f) => Ok(Some(Queue {
+            id: f.id,
+            name: f.name,
+        })),
+        Err(LookupError::NotFound { .. }) => Ok(None),
+        Err(LookupError::Api(e)) => Err(e.into()),
+        Err(e) => Err(DaemonError::Queue(e.to_string())),
     }
 }
 
@@ -154,20 +128,4 @@ fn queues_of(r: &Value) -> Vec<Queue> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn first_queue(r: &Value) -> Option<Queue> {
-    queues_of(r).into_iter().next()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_recognised() {
-        assert!(looks_like_id("0123456789abcdef0123456789abcdef"));
-        assert!(!looks_like_id("default"));
-        assert!(!looks_like_id("0123456789abcdef0123456789abcdeg"));
-    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clearml_config::Config;
+use clearml_config::{Config, ConfigError};
 
 use crate::monitor::MonitorSettings;
 
@@ -21,9 +21,13 @@ pub struct DaemonSettings {
 }
 
 impl DaemonSettings {
-    pub fn from_config(config: &Config, polling_interval: Option<f64>) -> DaemonSettings {
+    /// A wrongly typed `agent.*` timing is an error (with where it was written).
+    pub fn from_config(
+        config: &Config,
+        polling_interval: Option<f64>,
+    ) -> Result<DaemonSettings, ConfigError> {
         let env = config.env();
-        let t = config.tree();
+        let timings = config.monitor()?;
         let secs = |v: Option<f64>, default: f64| {
             Duration::from_secs_f64(v.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(default))
         };
@@ -32,21 +36,18 @@ impl DaemonSettings {
             Some(s) => secs(Some(s), 5.0),
             None => secs(Some(polling_interval.unwrap_or(5.0).max(5.0)), 5.0),
         };
-        let cfg_f64 = |key: &str| t.get_f64(key).ok().flatten();
         let home = env.get("HOME").unwrap_or("/tmp");
-        DaemonSettings {
+        Ok(DaemonSettings {
             poll_interval,
             status_report: secs(env_f64("CLEARML_AGENT_STATUS_REPORT_FREQ_SEC"), 30.0),
             monitor: MonitorSettings {
                 abort_poll: secs(
-                    env_f64("CLEARML_AGENT_ABORT_POLL_SEC")
-                        .or_else(|| cfg_f64("agent.abort_poll_interval_sec")),
+                    env_f64("CLEARML_AGENT_ABORT_POLL_SEC").or(timings.abort_poll_interval_sec),
                     0.5,
                 ),
-                ping_interval: secs(cfg_f64("agent.task_ping_interval_sec"), 60.0),
+                ping_interval: secs(timings.task_ping_interval_sec, 60.0),
                 kill_grace: secs(
-                    env_f64("CLEARML_AGENT_KILL_GRACE_SEC")
-                        .or_else(|| cfg_f64("agent.abort_kill_grace_sec")),
+                    env_f64("CLEARML_AGENT_KILL_GRACE_SEC").or(timings.abort_kill_grace_sec),
                     3.0,
                 ),
                 spool_dir: PathBuf::from(home).join(".clearml").join("log-spool"),
@@ -55,6 +56,6 @@ impl DaemonSettings {
                 final_delivery: Duration::from_secs(600),
             },
             agent_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clearml-agent")),
-        }
+        })
     }
 }

@@ -68,17 +68,9 @@ impl CacheError {
     }
 }
 
-/// Where the cache's messages go (evictions, discarded entries).
-pub trait Reporter {
-    fn line(&self, text: &str);
-}
-
-/// Drops every line.
-pub struct NullReporter;
-
-impl Reporter for NullReporter {
-    fn line(&self, _: &str) {}
-}
+/// Where the cache's messages go (evictions, discarded entries): the workspace's one
+/// progress trait.
+pub use clearml_progress::{NullReporter, Reporter, Step};
 
 /// The cache's limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +217,11 @@ impl EnvCache {
         if !entry.join(MANIFEST).is_file() {
             return Ok(None);
         }
+        let _step = clearml_progress::StepGuard::start(
+            reporter,
+            Step::CacheRestore,
+            &target.display().to_string(),
+        );
         // The use lock first: once held, eviction cannot start on this entry; one already
         // running holds it exclusively and we wait for it (it never waits on anything).
         let use_lock = self.lock_file(key, "use")?;

@@ -1,6 +1,6 @@
 //! The cache with real virtual environments (uv, packages from PyPI) and with small fake ones
 //! for eviction and concurrency.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::MetadataExt as _;

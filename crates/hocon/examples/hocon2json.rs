@@ -1,4 +1,6 @@
 //! Prints a HOCON file as JSON: `cargo run -p clearml-hocon --example hocon2json -- FILE`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 fn main() {
     let Some(path) = std::env::args().nth(1) else {
         eprintln!("usage: hocon2json FILE");

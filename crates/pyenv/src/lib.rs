@@ -67,7 +67,7 @@ pub use command::mask_secrets;
 pub use error::EnvError;
 pub use poetry::find_poetry;
 pub use python::{PythonInfo, find_python, python_version_from_binary};
-pub use report::{NullReporter, Reporter};
+pub use report::{NullReporter, Reporter, Step};
 pub use requirements::requirement_files;
 pub use torch::torch_index;
 pub use uv::{bootstrap_uv, find_uv};
@@ -235,6 +235,11 @@ pub struct BuiltEnv {
 
 /// Creates or reuses the venv described by `spec`, installs its requirements and freezes it.
 pub fn build(spec: &EnvSpec, reporter: &dyn Reporter) -> Result<BuiltEnv, EnvError> {
+    let _step = clearml_progress::StepGuard::start(
+        reporter,
+        Step::EnvBuild,
+        &spec.venv_dir.display().to_string(),
+    );
     let python = find_python(
         spec.python_version.as_deref(),
         spec.python_binary.as_deref(),

@@ -1,20 +1,5 @@
-/// Receives progress lines: what is being run, and every output line of the installers.
-/// The caller forwards them to the task's console log.
-pub trait Reporter: Send + Sync {
-    fn line(&self, text: &str);
-}
+//! Progress goes through the workspace's one [`Reporter`] (crate `clearml-progress`): what is
+//! being run, and every output line of the installers, which the caller forwards to the
+//! task's console log.
 
-/// Drops every line.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NullReporter;
-
-impl Reporter for NullReporter {
-    fn line(&self, _text: &str) {}
-}
-
-/// Any `Fn(&str)` is a reporter, e.g. `&|l: &str| eprintln!("{l}")`.
-impl<F: Fn(&str) + Send + Sync> Reporter for F {
-    fn line(&self, text: &str) {
-        self(text)
-    }
-}
+pub use clearml_progress::{NullReporter, Reporter, Step};

@@ -392,27 +392,8 @@ fn missing_local_file(line: &str) -> Option<PathBuf> {
         // A relative `file:` path depends on the installer's folder; leave it to the installer.
         None => return None,
     };
-    let path = PathBuf::from(percent_decode(path));
+    let path = PathBuf::from(clearml_percent::decode(path));
     (!path.exists()).then_some(path)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `-r x`, `-rx`, `--requirement x`, `--requirement=x` and the same for `-c`/`--constraint`.

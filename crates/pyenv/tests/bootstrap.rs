@@ -1,6 +1,6 @@
 //! The uv bootstrap from scratch, twice at once. It downloads uv (~40 MB) each time, so it is
 //! ignored by default: `cargo test -p clearml-pyenv --test bootstrap -- --ignored`.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,5 +1,5 @@
 //! Real builds with real uv, pip and PyPI.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,6 +1,6 @@
 //! The package managers with real tools and PyPI: uv sync from a uv.lock, poetry, pip with
 //! `pip_version`, priority/post ordering, and the conda fallback.
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

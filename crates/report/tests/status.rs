@@ -1,4 +1,5 @@
 //! Machine statistics and the worker status reporter against the real embedded server.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 

@@ -78,7 +78,7 @@ pub async fn run_glue(
             agent
                 .worker_name
                 .clone()
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string())
+                .unwrap_or_else(clearml_config::host_name)
         )
     });
     if opts.max_jobs == Some(0) {

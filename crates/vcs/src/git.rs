@@ -81,7 +81,7 @@ impl<'a> Git<'a> {
         let mut all = Vec::new();
         for s in secrets.into_iter().filter(|s| !s.is_empty()) {
             // git may print a secret the way it was written in a URL, i.e. percent-encoded.
-            let encoded = percent_encode(&s);
+            let encoded = clearml_percent::encode(&s);
             if encoded != s {
                 all.push(encoded);
             }
@@ -293,16 +293,4 @@ fn write_askpass() -> io::Result<(tempfile::TempDir, std::path::PathBuf)> {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok((dir, script))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -192,24 +192,7 @@ pub(crate) fn embedded_credentials(url: &str) -> Option<(String, Option<String>)
     }
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use clearml_percent::decode as percent_decode;
 
 /// Whether the host part of `url` (or, with `git_host_match_prefix`, the URL itself) matches
 /// the configured host `pattern`.

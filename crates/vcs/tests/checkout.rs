@@ -593,3 +593,60 @@ fn failing_submodule_is_a_warning() {
         lines.all()
     );
 }
+
+/// A checkout is one `Step::Clone` for the progress display: started with the URL (no
+/// credentials) before git's lines, finished after them, also when it fails.
+#[test]
+fn a_checkout_is_one_clone_step() {
+    use clearml_vcs::{Reporter, Step};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+    impl Reporter for Events {
+        fn line(&self, _text: &str) {
+            let mut v = self.0.lock().unwrap();
+            if v.last().map(String::as_str) != Some("line") {
+                v.push("line".into());
+            }
+        }
+        fn start(&self, step: Step, label: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {step:?} {label}"));
+        }
+        fn finish(&self, step: Step) {
+            self.0.lock().unwrap().push(format!("finish {step:?}"));
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin");
+    make_origin(&origin);
+    let s = settings(&tmp.path().join("cache"));
+    let url = origin.to_str().unwrap();
+    let events = Events::default();
+    checkout(
+        &s,
+        &spec(url, None, None, None),
+        &tmp.path().join("w"),
+        &events,
+    )
+    .unwrap();
+    assert_eq!(
+        events.0.lock().unwrap().clone(),
+        [
+            format!("start Clone {url}"),
+            "line".into(),
+            "finish Clone".into()
+        ]
+    );
+
+    let events = Events::default();
+    let missing = spec(url, Some("no-such-branch"), None, None);
+    assert!(checkout(&s, &missing, &tmp.path().join("w2"), &events).is_err());
+    let seen = events.0.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&format!("start Clone {url}")));
+    assert_eq!(seen.last().map(String::as_str), Some("finish Clone"));
+}

@@ -75,21 +75,11 @@ fn state_of(path: &Path) -> anyhow::Result<State> {
 }
 
 fn expand_home(p: &str, env: &Env) -> PathBuf {
-    match (p.strip_prefix('~'), env.get("HOME")) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
-            PathBuf::from(format!("{}{rest}", home.trim_end_matches('/')))
-        }
-        _ => PathBuf::from(p),
-    }
+    PathBuf::from(env.expand_user(p))
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()
-        .context("cannot read the current directory")?
-        .join(p))
+    std::path::absolute(p).context("cannot read the current directory")
 }
 
 /// A HOCON string literal (JSON's quoting is valid HOCON).

@@ -3,10 +3,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub mod task_server;
 
 use clearml_server::{Credential, Server, ServerConfig};
 
@@ -14,11 +17,35 @@ pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("clearml-agent")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Spawns `cmd` (a `clearml-agent server ... --port P --files-port F` command; pass 0 for
+/// ports the system picks) and returns it with the API and files ports it bound, read from the
+/// address line it prints. Its remaining output is drained in a thread so it never blocks.
+pub fn spawn_server(cmd: &mut Command) -> (Child, u16, u16) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ports = loop {
+        assert!(Instant::now() < deadline, "server printed no address");
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("server exited before printing its address");
+        };
+        // `ClearML-compatible server listening: API http://H:P, files http://H:F, data in ...`
+        if let Some(rest) = line.split("listening: API ").nth(1) {
+            let port = |s: &str| -> u16 {
+                s.split(',')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.trim().parse().ok())
+                    .expect("port")
+            };
+            let files = rest.split("files ").nth(1).expect("files address");
+            break (port(rest), port(files));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, ports.0, ports.1)
 }
 
 pub fn workspace() -> PathBuf {

@@ -92,13 +92,6 @@ where
     panic!("timed out waiting for {what}");
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// A server in its own thread and runtime: stopping it drops the runtime, which closes the
 /// listener and every open connection at once, like a crashed server.
 pub struct BackgroundServer {
