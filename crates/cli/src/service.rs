@@ -48,7 +48,7 @@ pub struct UnitSpec<'a> {
 /// Prints the unit for the daemon command this process was started with.
 pub fn print(opts: &LoadOptions) -> anyhow::Result<ExitCode> {
     let config = Config::load(opts)?;
-    let kill_grace = clearml_daemon::DaemonSettings::from_config(&config, None)
+    let kill_grace = clearml_daemon::DaemonSettings::from_config(&config, None)?
         .monitor
         .kill_grace;
     let argv = crate::args::expand_arg_files(std::env::args_os().collect())?;

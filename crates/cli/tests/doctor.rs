@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, in_process_server};
+use common::{bin, in_process_server};
 use serde_json::Value;
 
 const KEY: &str = "DOCTORKEY";
@@ -162,8 +162,8 @@ fn a_stopped_server_is_an_error_and_doctor_does_not_hang() {
     let home = tempfile::tempdir().unwrap();
     let conf = home.path().join("clearml.conf");
     let (api, files) = (
-        format!("http://127.0.0.1:{}", free_port()),
-        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{}", closed_port()),
+        format!("http://127.0.0.1:{}", closed_port()),
     );
     std::fs::write(&conf, conf_text(&api, &files, SECRET, "")).unwrap();
     let started = Instant::now();
@@ -270,4 +270,10 @@ fn a_disk_policy_that_cannot_be_met_is_a_warning() {
     assert_eq!(disk["status"], "warning", "{report:#}");
     assert!(disk["message"].as_str().unwrap().contains("min_free_bytes"));
     assert!(disk["fix"].as_str().unwrap().contains("cache prune"));
+}
+
+/// A loopback port nothing listens on: bound, read, and released (a server that is down).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }

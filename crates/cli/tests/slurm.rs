@@ -5,7 +5,7 @@
 //!
 //! Skips (printing why) only when Slurm or munge is not installed (`.ci/run` installs them) or
 //! when not running as root (slurmd needs it).
-
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use clearml_api::{Client, ClientConfig};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bin, free_port, in_process_server, run};
+use common::{bin, in_process_server, run};
 
 const KEY: &str = "SLURMTESTKEY";
 const SECRET: &str = "slurm-test-secret-8c1f0a";
@@ -115,8 +115,7 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("munged starts");
-        let host = gethostname::gethostname()
-            .to_string_lossy()
+        let host = clearml_config::host_name()
             .split('.')
             .next()
             .unwrap_or("localhost")
@@ -662,4 +661,11 @@ fn slurm_glue_on_a_real_one_node_cluster() {
     s.wait_job_gone(&runner_job);
     println!("runner console:\n{}", s.log(&runner));
     s.stop_glue();
+}
+
+/// A port for slurmctld/slurmd, which take their ports from slurm.conf and cannot be asked for
+/// port 0: bound, read and released just before the daemons start.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("bound address").port()
 }

@@ -98,7 +98,7 @@ pub async fn run_glue(
     let client = Arc::new(Client::new(cc)?);
     let queues = resolve_queues(&client, &opts.queues, opts.create_queue).await?;
     let templates = load_templates(&opts.templates, queues.len())?;
-    let settings = DaemonSettings::from_config(config, opts.polling_interval);
+    let settings = DaemonSettings::from_config(config, opts.polling_interval)?;
     let home = config.env().get("HOME").unwrap_or("/tmp").to_string();
     let safe_worker: String = worker_id
         .chars()

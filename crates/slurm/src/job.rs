@@ -53,7 +53,7 @@ pub async fn run_job(config: &Config, opts: JobOptions) -> Result<i32, SlurmErro
     let mut quick = cc;
     quick.retry_for = Duration::from_secs(3);
     let ship_client = Arc::new(Client::new(quick)?);
-    let settings = DaemonSettings::from_config(config, None);
+    let settings = DaemonSettings::from_config(config, None)?;
     let task = opts.task.clone();
 
     // Listen for Slurm's SIGTERM before anything else runs.
