@@ -15,7 +15,8 @@
 //!   gives an `HttpOnly; SameSite=Lax` session cookie held in memory; every page needs it, and
 //!   every action (a POST) also needs the session's CSRF token. A one-time sign-in link is made
 //!   at start for the console. The API's own authentication is untouched.
-//! - Downloads go through the files server, mounted under `/files` behind the session check.
+//! - Downloads go through the files server, mounted under `/files` behind the session check
+//!   (which hands the files server a fresh API token in the session's stead).
 
 mod charts;
 mod data;
@@ -441,6 +442,19 @@ async fn files_guard(State(web): State<Arc<Web>>, request: Request, next: Next) 
     }
     if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    // The files server wants an API token for downloads: the session stands in for one.
+    let mut request = request;
+    match web
+        .ctx
+        .auth
+        .issue()
+        .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+    {
+        Ok(Ok(v)) => {
+            request.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        _ => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
     next.run(request).await
 }

@@ -126,8 +126,13 @@ fn user_name(ctx: &Ctx, id: &str) -> String {
 }
 
 fn task_href(pid: &str, tid: &str, tab: &str) -> String {
+    section_href(pid, "experiments", tid, tab)
+}
+
+/// A task page's path; `section` is `experiments` or `tasks` (newer SDKs print the latter).
+fn section_href(pid: &str, section: &str, tid: &str, tab: &str) -> String {
     let pid = if pid.is_empty() { "*" } else { pid };
-    format!("/projects/{}/experiments/{}/{tab}", enc_pid(pid), enc(tid))
+    format!("/projects/{}/{section}/{}/{tab}", enc_pid(pid), enc(tid))
 }
 
 fn enc_pid(pid: &str) -> String {
@@ -376,7 +381,7 @@ pub async fn task_page(
             let t = db
                 .doc("tasks", &tid)?
                 .ok_or_else(|| PageError::NotFound(format!("No task {tid}.")))?;
-            task_view(&web2, db, ctx, &t, tab, &q, &csrf)
+            task_view(&web2, db, ctx, &t, (tab, &section), &q, &csrf)
         })
         .await;
     finish(&web, &headers, r)
@@ -387,7 +392,7 @@ fn task_view(
     db: &Db,
     ctx: &Ctx,
     t: &Doc,
-    tab: Tab,
+    (tab, section): (Tab, &str),
     q: &HashMap<String, String>,
     csrf: &str,
 ) -> Result<Page, PageError> {
@@ -451,8 +456,9 @@ fn task_view(
     }
     p.raw("</div>");
     // Actions.
-    let here = task_href(
+    let here = section_href(
         pid,
+        section,
         tid,
         TABS.iter()
             .find(|x| x.0 == tab)
@@ -504,7 +510,7 @@ fn task_view(
         let class = if *k == tab { " class=\"on\"" } else { "" };
         p.raw(&format!(
             "<a href=\"{}\"{class}>{label}</a>",
-            task_href(pid, tid, path)
+            section_href(pid, section, tid, path)
         ));
     }
     p.raw("</nav><section class=\"tab\">");
