@@ -256,3 +256,32 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     browser.get(server.web + "/projects")
     assert "dashboard" in browser.find_element(By.TAG_NAME, "main").text
     full_shot(browser, "projects")
+
+
+def test_the_console_tails_a_running_task(server, browser):
+    """Lines a running task reports after the page loaded appear without a reload."""
+    api = requests.Session()
+    token = api.post(f"{server.api}/auth.login", auth=(ACCESS_KEY, SECRET_KEY), timeout=10).json()["data"]["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+
+    def call(endpoint, **body):
+        r = api.post(f"{server.api}/{endpoint}", json=body, timeout=10).json()
+        assert r["meta"]["result_code"] == 200, r
+        return r["data"]
+
+    tid = call("tasks.create", name="tail me", type="training")["id"]
+    call("tasks.started", task=tid)
+    call("events.add", type="log", task=tid, msg="first line, before the page", level="info")
+    browser.get(server.web + "/")
+    sign_in(browser, SECRET_KEY)
+    browser.get(f"{server.web}/projects/*/experiments/{tid}/output/log")
+    console = browser.find_element(By.ID, "console")
+    assert "first line, before the page" in console.text
+    assert console.get_attribute("data-live") == "1"
+    call("events.add", type="log", task=tid, msg="second line, <b>after</b> the page\nand a third", level="info")
+    WebDriverWait(browser, 15).until(lambda d: "and a third" in d.find_element(By.ID, "console").text)
+    assert "second line, <b>after</b> the page" in console.text  # text, not markup
+    call("tasks.stopped", task=tid, force=True)
+    WebDriverWait(browser, 15).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#task-status .status").text == "stopped")
+    full_shot(browser, "live-tail")
