@@ -326,3 +326,51 @@ async fn console_pages_and_the_tail_read_events() {
     assert!(scalars.contains("<svg") && scalars.contains("data-metric=\"loss\""));
     assert!(scalars.len() < 200_000, "downsampled: {}", scalars.len());
 }
+
+/// 100k console reports and 50k scalar points: pages stay small (paginated, downsampled) and
+/// quick. The bound is loose (a debug build on a busy machine); the page sizes are the point.
+#[tokio::test]
+async fn big_tasks_stay_fast() {
+    let d = dash().await;
+    let cookie = d.sign_in().await;
+    let tid = d.new_task("big");
+    d.ctx
+        .store
+        .write(|tx| {
+            for i in 0..100_000i64 {
+                let doc = json!({"type": "log", "task": tid, "msg": format!("console line {i}"), "timestamp": i});
+                tx.add_event(&tid, "log", i, doc.as_object().expect("object"))?;
+            }
+            for i in 0..50_000i64 {
+                let variant = if i % 2 == 0 { "train" } else { "val" };
+                let doc = json!({"type": "training_stats_scalar", "task": tid, "metric": "loss",
+                                 "variant": variant, "iter": i / 2, "value": (i as f64).sin()});
+                tx.add_event(&tid, "training_stats_scalar", i, doc.as_object().expect("object"))?;
+            }
+            Ok(())
+        })
+        .expect("events");
+    for (tab, max_len) in [
+        ("output/log", 400_000),
+        ("output/log?q=line+99999", 100_000),
+        ("output/metrics/scalar", 150_000),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, page) = d
+            .get(&format!("/projects/*/experiments/{tid}/{tab}"), &cookie)
+            .await;
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{tab}");
+        assert!(page.len() < max_len, "{tab}: {} bytes", page.len());
+        assert!(took < std::time::Duration::from_secs(10), "{tab}: {took:?}");
+        eprintln!("{tab}: {} bytes in {took:?}", page.len());
+    }
+    let (_, log) = d
+        .get(
+            &format!("/projects/*/experiments/{tid}/output/log"),
+            &cookie,
+        )
+        .await;
+    assert!(log.contains("console line 99999\n") && !log.contains("console line 98999\n"));
+    assert!(log.contains("100000 report(s)"));
+}
