@@ -100,6 +100,9 @@ SDK_SCRIPT = textwrap.dedent(f"""\
         logger.report_scalar("accuracy", "validation", value=1 - 0.5 / (i + 1), iteration=i)
     logger.report_scatter2d("curve", "sin", iteration=0, mode="lines",
                             scatter=[(x / 10, math.sin(x / 10)) for x in range(60)])
+    import numpy as np
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))
+    logger.report_image("samples", "ramp", iteration=0, image=np.stack([ramp, ramp[::-1], ramp], axis=-1))
     task.upload_artifact("summary", artifact_object={{"best_loss": 0.02}})
     task.close()
     """)
@@ -221,6 +224,13 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg polyline")
     full_shot(browser, "plots")
 
+    browser.find_element(By.LINK_TEXT, "Debug images").click()
+    img = browser.find_element(By.CSS_SELECTOR, "figure.img img")
+    assert img.get_attribute("src").startswith(server.web + "/files/")
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 64)
+    shot(browser, "debug-images")
+
     browser.find_element(By.LINK_TEXT, "Configuration").click()
     assert "epochs" in browser.find_element(By.TAG_NAME, "main").text
     browser.find_element(By.LINK_TEXT, "Artifacts").click()
@@ -284,4 +294,25 @@ def test_the_console_tails_a_running_task(server, browser):
     call("tasks.stopped", task=tid, force=True)
     WebDriverWait(browser, 15).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#task-status .status").text == "stopped")
+    # The page then reloads itself: no more Abort button, and no more tailing.
+    WebDriverWait(browser, 15).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "form[action$='/abort']"))
+    assert browser.find_element(By.ID, "console").get_attribute("data-live") == "0"
+    assert "and a third" in browser.find_element(By.ID, "console").text
     full_shot(browser, "live-tail")
+
+
+def test_start_up_lines_and_the_one_time_link(server, browser):
+    out = server.output()
+    m = re.search(r"Dashboard: (http://\S+) .*one-time link: (http://\S+/signin/\S+?)\)?$", out, re.M)
+    assert m, out
+    assert m.group(1) == server.web
+    assert f"web_server: {server.web}" in out
+    link = m.group(2)
+    browser.get(link)
+    assert browser.current_url == server.web + "/projects"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Projects"
+    browser.delete_all_cookies()
+    browser.get(link)
+    assert browser.find_elements(By.NAME, "secret_key"), "the link works once"
+    browser.get(server.web + "/projects")
+    assert browser.find_elements(By.NAME, "secret_key")

@@ -31,8 +31,11 @@
             badge.textContent = data.status;
             badge.className = "status s-" + data.status.replace(/[^A-Za-z0-9_]/g, "");
           }
+          // Once the task has ended and every line is here, reload: the page's actions and
+          // facts follow the new status.
           if (data.status !== "in_progress" && data.status !== "queued" && data.events.length === 0) {
             clearInterval(timer);
+            setTimeout(function () { window.location.reload(); }, 500);
           }
         })
         .catch(function () {});
