@@ -374,3 +374,35 @@ async fn big_tasks_stay_fast() {
     assert!(log.contains("console line 99999\n") && !log.contains("console line 98999\n"));
     assert!(log.contains("100000 report(s)"));
 }
+
+#[tokio::test]
+async fn workers_page_shows_queues_task_and_machine_stats() {
+    let d = dash().await;
+    let cookie = d.sign_in().await;
+    let tid = d.new_task("running <here>");
+    let queue = call(&d.ctx, "queues.get_default", json!({}))["id"]
+        .as_str()
+        .expect("queue")
+        .to_string();
+    call(
+        &d.ctx,
+        "workers.register",
+        json!({"worker": "box:gpu0", "queues": [queue]}),
+    );
+    call(
+        &d.ctx,
+        "workers.status_report",
+        json!({"worker": "box:gpu0", "timestamp": 1, "task": tid,
+               "machine_stats": {"cpu_usage": [12.5, 40.0], "gpu_usage": [97.0], "memory_used": 2048}}),
+    );
+    let (status, page) = d.get("/workers-and-queues/workers", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("box:gpu0"));
+    assert!(page.contains("running &lt;here&gt;") && page.contains(&tid));
+    assert!(page.contains("cpu_usage</b> 12.5, 40") && page.contains("gpu_usage</b> 97"));
+    let (_, queues) = d.get("/workers-and-queues/queues", &cookie).await;
+    assert!(
+        queues.contains("box:gpu0"),
+        "the queue lists the worker serving it"
+    );
+}
