@@ -115,9 +115,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> 
     let _ = write!(
         svg,
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <text x=\"{}\" y=\"18\" class=\"ct\" text-anchor=\"middle\">{}</text>",
+         <text x=\"{LEFT}\" y=\"18\" class=\"ct\">{}</text>",
         esc(title),
-        W / 2.0,
         esc(title)
     );
     if x0 > x1 {
@@ -203,19 +202,31 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> 
             svg.push_str("\"/>");
         }
         svg.push_str("</g>");
-        let ly = TOP + 6.0 + 14.0 * i as f64;
-        if i < 12 {
+    }
+    // The legend: in the top band, right-aligned, as many entries as fit (every line also has
+    // its name as a tooltip).
+    let title_end = LEFT + 8.0 * title.chars().count() as f64 + 16.0;
+    let mut x = LEFT + pw;
+    for (i, line) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let name: String = line.name.chars().take(24).collect();
+        let width = 5.5 * name.chars().count() as f64 + 18.0;
+        if x - width < title_end {
             let _ = write!(
                 svg,
-                "<rect x=\"{}\" y=\"{:.1}\" width=\"10\" height=\"3\" fill=\"{color}\"/>\
-                 <text x=\"{}\" y=\"{:.1}\" class=\"legend\" text-anchor=\"end\">{}</text>",
-                LEFT + pw - 12.0,
-                ly + 2.0,
-                LEFT + pw - 16.0,
-                ly + 6.0,
-                esc(&line.name)
+                "<text x=\"{x:.1}\" y=\"18\" class=\"legend\" text-anchor=\"end\">+{} more</text>",
+                lines.len() - i
             );
+            break;
         }
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"12\" width=\"10\" height=\"3\" fill=\"{color}\"/>\
+             <text x=\"{x:.1}\" y=\"17\" class=\"legend\" text-anchor=\"end\">{}</text>",
+            x - width + 2.0,
+            esc(&name)
+        );
+        x -= width + 6.0;
     }
     svg.push_str("</svg>");
     svg

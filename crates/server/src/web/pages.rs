@@ -941,7 +941,8 @@ fn images(p: &mut Page, web: &Web, db: &Db, tid: &str) -> Result<(), PageError> 
     Ok(())
 }
 
-/// JSON for the console's live tail: the lines after `after`, as HTML-escaped text.
+/// JSON for the console's live tail: the reports after `after` (raw text: the script inserts
+/// them as text nodes, never as markup).
 pub async fn log_tail(
     State(web): State<Arc<Web>>,
     headers: HeaderMap,
