@@ -23,6 +23,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 HERE = Path(__file__).resolve().parent
@@ -176,10 +177,17 @@ def full_shot(drv, name: str):
     drv.set_window_size(1360, 1000)
 
 
+def follow(drv, element):
+    """Clicks a link or a submit button and waits until the next page replaced this one."""
+    old = drv.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(drv, 15).until(EC.staleness_of(old))
+
+
 def sign_in(drv, secret: str):
     drv.find_element(By.NAME, "access_key").send_keys(ACCESS_KEY)
     drv.find_element(By.NAME, "secret_key").send_keys(secret)
-    drv.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    follow(drv, drv.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
 
 
 def test_a_wrong_secret_sees_nothing(server, sdk_run, browser):
@@ -211,7 +219,7 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     assert browser.find_element(By.ID, "task-name").text == "browser check <b>bold?</b>"
     full_shot(browser, "console")
 
-    browser.find_element(By.LINK_TEXT, "Scalars").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Scalars"))
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "figure.chart svg"))
     assert browser.current_url == link.replace("/output/log", "/output/metrics/scalar")
     loss = browser.find_element(By.CSS_SELECTOR, "figure[data-metric='loss'] svg")
@@ -219,21 +227,21 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     assert "validation" in loss.text and "train" in loss.text
     full_shot(browser, "scalars")
 
-    browser.find_element(By.LINK_TEXT, "Plots").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Plots"))
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "figure.chart"))
     assert browser.find_elements(By.CSS_SELECTOR, "figure.chart svg polyline")
     full_shot(browser, "plots")
 
-    browser.find_element(By.LINK_TEXT, "Debug images").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Debug images"))
     img = browser.find_element(By.CSS_SELECTOR, "figure.img img")
     assert img.get_attribute("src").startswith(server.web + "/files/")
     WebDriverWait(browser, 10).until(
         lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 64)
     shot(browser, "debug-images")
 
-    browser.find_element(By.LINK_TEXT, "Configuration").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Configuration"))
     assert "epochs" in browser.find_element(By.TAG_NAME, "main").text
-    browser.find_element(By.LINK_TEXT, "Artifacts").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Artifacts"))
     dl = browser.find_element(By.PARTIAL_LINK_TEXT, "summary")
     href = dl.get_attribute("href")
     assert href.startswith(server.web + "/files/"), href
@@ -242,19 +250,19 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     got = requests.get(href, timeout=10, headers={"Cookie": f"clearml_web_session={cookie['value']}"})
     assert got.status_code == 200 and "best_loss" in got.text
 
-    browser.find_element(By.LINK_TEXT, "Execution").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Execution"))
     full_shot(browser, "task")
 
     # Clone the task, enqueue the clone, and find it on the queues page.
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/clone'] button").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form[action$='/clone'] button"))
     WebDriverWait(browser, 10).until(lambda d: "Cloned" in d.find_element(By.TAG_NAME, "body").text)
     clone_url = browser.current_url
     assert tid not in clone_url
     Select(browser.find_element(By.NAME, "queue")).select_by_visible_text("default")
-    browser.find_element(By.CSS_SELECTOR, "form[action$='/enqueue'] button").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form[action$='/enqueue'] button"))
     WebDriverWait(browser, 10).until(lambda d: "Enqueued" in d.find_element(By.TAG_NAME, "body").text)
     assert browser.find_element(By.CSS_SELECTOR, "#task-status .status").text == "queued"
-    browser.find_element(By.LINK_TEXT, "Queues").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Queues"))
     assert browser.current_url == server.web + "/workers-and-queues/queues"
     table = browser.find_element(By.CSS_SELECTOR, "table.queues")
     assert "Clone Of browser check" in table.text
@@ -266,6 +274,21 @@ def test_the_sdk_link_shows_console_scalars_and_queues(server, sdk_run, browser)
     browser.get(server.web + "/projects")
     assert "dashboard" in browser.find_element(By.TAG_NAME, "main").text
     full_shot(browser, "projects")
+
+    # The project's task list, filtered by status and by name.
+    follow(browser, browser.find_element(By.LINK_TEXT, "dashboard"))
+    rows = lambda: [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table.tasks tbody tr")]  # noqa: E731
+    assert len(rows()) == 2
+    Select(browser.find_element(By.NAME, "status")).select_by_visible_text("completed")
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    assert len(rows()) == 1 and "completed" in rows()[0] and "Clone Of" not in rows()[0]
+    full_shot(browser, "task-list")
+    Select(browser.find_element(By.NAME, "status")).select_by_visible_text("any")
+    name = browser.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("clone of")
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    assert len(rows()) == 1 and "Clone Of" in rows()[0] and "queued" in rows()[0]
 
 
 def test_the_console_tails_a_running_task(server, browser):
