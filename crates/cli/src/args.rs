@@ -88,6 +88,9 @@ pub struct ServerArgs {
     /// Files server port
     #[arg(long, default_value_t = 8081)]
     pub files_port: u16,
+    /// Dashboard (web UI) port
+    #[arg(long, default_value_t = 8080)]
+    pub web_port: u16,
     /// Where the database and uploaded files live (default: ~/.clearml/server)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

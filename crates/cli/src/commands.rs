@@ -128,6 +128,7 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
     config.host = args.host.clone();
     config.port = args.port;
     config.files_port = args.files_port;
+    config.web_port = Some(args.web_port);
     config.task_timeout_sec = args.task_timeout;
     if let (Some(access_key), Some(secret_key)) = (&args.access_key, &args.secret_key) {
         config.credential = Some(clearml_server::Credential {
@@ -143,6 +144,9 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
         let server = clearml_server::Server::start(config).await?;
         let api = format!("http://{}", server.api_addr());
         let files = format!("http://{}", server.files_addr());
+        let web = server
+            .web_addr()
+            .map_or_else(|| api.clone(), |a| format!("http://{a}"));
         let c = server.credential();
         if server.generated_credentials() {
             println!("Created credentials (stored in {})", data_dir.display());
@@ -150,12 +154,19 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
         println!(
             "ClearML-compatible server listening: API {api}, files {files}, data in {}\n\
              Paste this into `clearml-agent init` (or put it in ~/clearml.conf):\n\n\
-             api {{\n    web_server: {api}\n    api_server: {api}\n    files_server: {files}\n    \
+             api {{\n    web_server: {web}\n    api_server: {api}\n    files_server: {files}\n    \
              credentials {{\n        \"access_key\" = \"{}\"\n        \"secret_key\" = \"{}\"\n    }}\n}}\n",
             data_dir.display(),
             c.access_key,
             c.secret_key
         );
+        match (server.web_addr(), server.web_signin_link(), server.web_error()) {
+            (Some(addr), Some(link), _) => println!(
+                "Dashboard: http://{addr} (sign in with the key pair above, or open this one-time link: {link})"
+            ),
+            (_, _, Some(e)) => println!("Dashboard not started: {e}"),
+            _ => {}
+        }
         server.run_until(shutdown_signal()).await;
         println!("server stopped");
         Ok::<_, anyhow::Error>(())

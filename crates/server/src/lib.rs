@@ -9,7 +9,8 @@
 //! - `auth` issues and checks HS256 JWTs with a persistent secret;
 //! - `tasks`, `queues`, `projects`, `workers`, `events`, `models` implement the services, each
 //!   call one SQLite transaction (`store`), so a reply means the change is on disk;
-//! - `files` serves uploads and downloads on its own port (and under `/files` on the API port).
+//! - `files` serves uploads and downloads on its own port (and under `/files` on the API port);
+//! - `web` is the dashboard on the web port (ClearML's URL scheme, its own sign-in).
 
 mod api;
 mod auth;
@@ -24,6 +25,7 @@ mod queues;
 mod req;
 mod store;
 mod tasks;
+mod web;
 mod workers;
 
 use std::net::SocketAddr;
@@ -40,6 +42,9 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub files_port: u16,
+    /// The dashboard's port (`None`: no dashboard). A port that is taken does not stop the
+    /// server: the API matters more; [`Server::web_error`] says why there is no dashboard.
+    pub web_port: Option<u16>,
     pub data_dir: PathBuf,
     /// Credentials to accept (added to the stored ones). When none are given and none are
     /// stored, a pair is generated on first start.
@@ -56,6 +61,7 @@ impl ServerConfig {
             host: "127.0.0.1".into(),
             port: 8008,
             files_port: 8081,
+            web_port: None,
             data_dir,
             credential: None,
             task_timeout_sec: 7200,
@@ -82,6 +88,7 @@ pub struct Server {
     files_addr: SocketAddr,
     credential: Credential,
     generated: bool,
+    web: Result<Option<web::Started>, String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -143,6 +150,24 @@ impl Server {
             .map_err(|e| ServerError::Bind(config.host.clone(), e))?;
 
         let mut tasks = Vec::new();
+        let web = match config.web_port {
+            None => Ok(None),
+            Some(port) => match bind(&config.host, port).await {
+                Ok(listener) => web::start(
+                    ctx.clone(),
+                    db_path.clone(),
+                    files_router.clone(),
+                    files_addr.port(),
+                    listener,
+                )
+                .map(|(started, handle)| {
+                    tasks.push(handle);
+                    Some(started)
+                })
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(api_listener, api_router).await {
                 tracing::error!("API server stopped: {e}");
@@ -172,6 +197,7 @@ impl Server {
             files_addr,
             credential,
             generated,
+            web,
             tasks,
         })
     }
@@ -182,6 +208,27 @@ impl Server {
 
     pub fn files_addr(&self) -> SocketAddr {
         self.files_addr
+    }
+
+    /// Where the dashboard listens, when it runs.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web
+            .as_ref()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.addr))
+    }
+
+    /// A link that signs a browser in to the dashboard, once.
+    pub fn web_signin_link(&self) -> Option<&str> {
+        self.web
+            .as_ref()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.signin_link.as_str()))
+    }
+
+    /// Why the dashboard asked for is not running.
+    pub fn web_error(&self) -> Option<&str> {
+        self.web.as_ref().err().map(String::as_str)
     }
 
     /// The credentials clients should use.
