@@ -631,3 +631,64 @@ fn execute_runs_one_task_here_and_list_shows_workers() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Issue 10, item 10: a symlink committed to the repository must not lead the working folder
+/// or the entry point outside it.
+#[test]
+fn symlinks_in_the_repository_do_not_lead_outside() {
+    let mut s = Setup::new("");
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("dir");
+    let marker = format!("ran-outside-{}", std::process::id());
+    std::fs::write(outside.join("main.py"), format!("print('{marker}')\n")).expect("write");
+    let remote = s.dir.path().join("links.git");
+    let work = s.dir.path().join("links");
+    std::fs::create_dir_all(&remote).expect("dir");
+    git(&remote, &["init", "--bare", "-q"]);
+    git(
+        s.dir.path(),
+        &["clone", "-q", remote.to_str().unwrap_or_default(), "links"],
+    );
+    std::fs::write(work.join("main.py"), "print('inside')\n").expect("write");
+    std::os::unix::fs::symlink(&outside, work.join("escape")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("main.py"), work.join("linked.py")).expect("symlink");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "links"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    let make = |name: &str| {
+        s.create(&[
+            "--name",
+            name,
+            "--folder",
+            work.to_str().unwrap_or_default(),
+            "--script",
+            "main.py",
+        ])
+    };
+    // The working folder through the link; then the entry point through the other link.
+    let by_dir = make("by working dir");
+    s.call(
+        "tasks.edit",
+        json!({"task": by_dir, "script": {"working_dir": "escape", "entry_point": "main.py",
+               "repository": remote.to_str().unwrap_or_default(), "branch": "main",
+               "diff": ""}}),
+    );
+    let by_entry = make("by entry point");
+    s.call(
+        "tasks.edit",
+        json!({"task": by_entry, "script": {"working_dir": ".", "entry_point": "linked.py",
+               "repository": remote.to_str().unwrap_or_default(), "branch": "main",
+               "diff": ""}}),
+    );
+    for t in [&by_dir, &by_entry] {
+        s.call("tasks.enqueue", json!({"task": t, "queue_name": "default"}));
+    }
+    s.start_daemon(&["--queue", "default"]);
+    for t in [&by_dir, &by_entry] {
+        s.wait_status(t, &["failed", "completed"], Duration::from_secs(240));
+        let log = s.log(t);
+        assert!(!log.contains(&marker), "the script outside ran:\n{log}");
+        assert_eq!(s.status(t), "failed", "{log}");
+        assert!(log.contains("outside the repository"), "{log}");
+    }
+}

@@ -12,6 +12,7 @@
 //! at once (an extension the server advertises in `server.info`), so a task starts as soon as
 //! it is enqueued; with any other server it polls every `--polling-interval` seconds.
 
+mod contain;
 mod daemon;
 mod execute;
 mod identity;
