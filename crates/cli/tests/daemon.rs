@@ -692,3 +692,67 @@ fn symlinks_in_the_repository_do_not_lead_outside() {
         assert!(log.contains("outside the repository"), "{log}");
     }
 }
+
+/// Issue 10, item 6: `--stop` without ids stops every agent of this worker name, and never a
+/// process that a planted pid file names.
+#[test]
+fn stop_stops_all_of_this_workers_agents_and_trusts_no_planted_pid_file() {
+    let name = format!("stopper{}", std::process::id());
+    let mut s = Setup::new(&format!("agent.worker_name: \"{name}\"\n"));
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    for i in 0..2 {
+        let log =
+            std::fs::File::create(s.dir.path().join(format!("stop-daemon{i}.log"))).expect("log");
+        let child = s
+            .agent()
+            .env("TMPDIR", &tmp)
+            .args(["daemon", "--queue", "default"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        s.daemons.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.workers().len() < 2 {
+        assert!(Instant::now() < deadline, "workers: {:?}", s.workers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A pid file naming an unrelated process, in this worker name's format.
+    let mut victim = Command::new("sleep").arg("60").spawn().expect("sleep");
+    std::fs::write(
+        tmp.join(format!(".clearmlagent_{}_7.tmp", victim.id())),
+        format!("{name}:7\n7"),
+    )
+    .expect("pid file");
+    let out = s
+        .agent()
+        .env("TMPDIR", &tmp)
+        .args(["daemon", "--stop"])
+        .output()
+        .expect("stop");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Not stopping pid"), "{text}");
+    assert_eq!(
+        victim.try_wait().expect("wait"),
+        None,
+        "the planted pid was killed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for d in &mut s.daemons {
+        loop {
+            if d.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an agent was not stopped:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = victim.kill();
+    let _ = victim.wait();
+}

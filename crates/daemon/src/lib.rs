@@ -19,8 +19,10 @@ mod identity;
 mod monitor;
 mod prepare;
 mod process;
+mod procinfo;
 mod queues;
 mod settings;
+mod stop;
 mod task;
 
 pub use daemon::{DaemonOptions, run_daemon};
@@ -33,6 +35,7 @@ pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
+pub use stop::{Skipped, StopPlan, plan_stop, stop_agent};
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
 /// What the CLI shows a person; the daemon never prints by itself.
