@@ -756,3 +756,101 @@ fn stop_stops_all_of_this_workers_agents_and_trusts_no_planted_pid_file() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+/// Issue 10, item 5: after `kill -9` of the daemon, the task's processes do not live on, and the
+/// next daemon in the slot marks the task failed.
+#[test]
+fn a_killed_daemons_task_is_cleaned_up_by_the_next_one() {
+    let mut s = Setup::new("");
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let marker = format!("orphan-marker-{}", std::process::id());
+    let task = s.shell_task(
+        "orphaned",
+        &format!(
+            "bash -c 'exec -a {marker} sleep 300' &\nsetsid bash -c 'exec -a {marker} sleep 300' &\necho started\nwhile true; do sleep 0.1; done\n"
+        ),
+        "default",
+    );
+    let start = |s: &mut Setup, n: usize| {
+        let log =
+            std::fs::File::create(s.dir.path().join(format!("kill9-daemon{n}.log"))).expect("log");
+        let child = s
+            .agent()
+            .env("TMPDIR", &tmp)
+            .args(["daemon", "--queue", "default"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        s.daemons.push(child);
+        s.daemons.len() - 1
+    };
+    let first = start(&mut s, 0);
+    s.wait_status(&task, &["in_progress"], Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&marker).len() < 2 {
+        assert!(Instant::now() < deadline, "task never started its helpers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The task's first process (the daemon's child, which became the task's shell).
+    let daemon_pid = s.daemons[first].id() as i32;
+    let leaders: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = st.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(daemon_pid)
+        })
+        .collect();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    s.daemons[first].kill().expect("kill -9"); // SIGKILL
+    let _ = s.daemons[first].wait();
+    let killed_at = Instant::now();
+    // The leader dies with the daemon, before any new daemon starts.
+    while pid_alive(leaders[0]) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "the task's leader outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start(&mut s, 1);
+    loop {
+        let status = s.status(&task);
+        let left = processes_with(&marker);
+        if status != "in_progress" && left.is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "60 s after kill -9: task {status}, left behind {left:?}\n{}",
+            std::fs::read_to_string(s.dir.path().join("kill9-daemon1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let doc = s.task_doc(&task);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let message = doc["status_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("was killed while running the task"),
+        "{doc}"
+    );
+    assert!(s.log(&task).contains("was killed while running the task"));
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

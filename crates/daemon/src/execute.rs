@@ -245,6 +245,7 @@ pub async fn execute_monitored(
 /// `execute --disable-monitoring --id T`: prepare the task and become it. Returns only on
 /// failure (the exit code to use).
 pub async fn execute_child(config: &Config, task: &str) -> Result<i32, DaemonError> {
+    crate::slot_state::die_with_parent(); // a task does not outlive a killed daemon
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
     let task = resolve_task(&client, task).await?;

@@ -22,6 +22,7 @@ mod process;
 mod procinfo;
 mod queues;
 mod settings;
+mod slot_state;
 mod stop;
 mod task;
 
@@ -35,6 +36,7 @@ pub use prepare::{PrepareError, PrepareOptions, PrepareSettings, Prepared, repo_
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
+pub use slot_state::die_with_parent;
 pub use stop::{Skipped, StopPlan, plan_stop, stop_agent};
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
