@@ -196,6 +196,29 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let secs = started.elapsed().as_secs_f64();
+        if std::env::var_os("LOG_BENCH_PHASES").is_some() {
+            let enq_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as f64
+                - secs * 1000.0;
+            let r = client
+                .call("events.get_task_log", json!({"task": task, "batch_size": 100000,
+                       "navigate_earlier": false, "order": "asc"}))
+                .await?;
+            let evs = r["events"].as_array().cloned().unwrap_or_default();
+            for e in &evs {
+                let msg = e["msg"].as_str().unwrap_or_default();
+                let first = msg.lines().next().unwrap_or_default();
+                let ts = e["timestamp"].as_f64().unwrap_or_default();
+                if !first.starts_with("console line") || msg.contains("console line 000001") {
+                    println!("  +{:>6.0} ms {:.60}", ts - enq_ms, first);
+                }
+            }
+            let last = evs.iter().rev().find(|e| e["msg"].as_str().unwrap_or_default().contains("console line"));
+            if let Some(e) = last {
+                println!("  last task line event at +{:.0} ms", e["timestamp"].as_f64().unwrap_or_default() - enq_ms);
+            }
+        }
         let (found, split) = check_log(&client, &task, lines).await?;
         println!(
             "run {run}: {secs:.2} s, {:.0} lines/s; {found} of {lines} lines back whole and in order, {split} split",
