@@ -388,15 +388,17 @@ impl Sealer {
     fn seal(&mut self, lines: Vec<Line>, out: &mut VecDeque<Event>) {
         let mut cur: Option<Building> = None;
         for line in lines {
-            let mut text = if self.continuing {
-                format!("{CONTINUATION}{}", line.text)
-            } else {
-                line.text
+            let text = match (self.continuing, line.eol) {
+                (true, true) => format!("{CONTINUATION}{}\n", line.text),
+                (true, false) => format!("{CONTINUATION}{}", line.text),
+                (false, true) => {
+                    let mut t = line.text;
+                    t.push('\n');
+                    t
+                }
+                (false, false) => line.text,
             };
             self.continuing = !line.eol;
-            if line.eol {
-                text.push('\n');
-            }
             let fits =
                 |b: &Building| b.level == line.level && b.msg.len() + text.len() <= MAX_EVENT_TEXT;
             if let Some(b) = cur.take_if(|b| !fits(b)) {
@@ -477,7 +479,7 @@ impl Sealer {
             "msg": b.msg,
             "timestamp": ts,
         });
-        let json_len = value.to_string().len() + 1;
+        let json_len = json_len(&value);
         Event {
             value,
             json_len,
@@ -485,6 +487,25 @@ impl Sealer {
             lines: b.lines,
         }
     }
+}
+
+/// The length of `value` as one json-lines line (its newline included), for an event: the
+/// message is measured by scanning it for what JSON escapes, the small rest by serialising it.
+fn json_len(value: &Value) -> usize {
+    let Some(msg) = value.get("msg").and_then(Value::as_str) else {
+        return value.to_string().len() + 1;
+    };
+    let mut rest = value.clone();
+    rest["msg"] = Value::String(String::new());
+    let escaped: usize = msg
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum();
+    rest.to_string().len() + escaped + 1
 }
 
 enum Sent {
@@ -632,16 +653,23 @@ impl Sender {
             size += ev.json_len;
             n += 1;
         }
+        // Lent to the request (no copy of up to 1 MiB of text) and put back before any retry.
         let values: Vec<Value> = self
             .sealed
-            .iter()
+            .iter_mut()
             .take(n)
-            .map(|e| e.value.clone())
+            .map(|e| std::mem::take(&mut e.value))
             .collect();
         let client = self.client.clone();
         let outcome = tokio::select! {
-            r = client.call_lines("events.add_batch", &values) => r,
-            _ = deadline_reached(&mut self.closing) => return Sent::Deadline,
+            r = client.call_lines("events.add_batch", &values) => Some(r),
+            _ = deadline_reached(&mut self.closing) => None,
+        };
+        for (e, v) in self.sealed.iter_mut().zip(values) {
+            e.value = v;
+        }
+        let Some(outcome) = outcome else {
+            return Sent::Deadline;
         };
         match outcome {
             Ok(data) => {
@@ -970,6 +998,20 @@ mod tests {
             msgs,
             vec!["a\nhead".to_string(), format!("{CONTINUATION}tail\n")]
         );
+    }
+
+    #[test]
+    fn json_len_is_exact() {
+        let mut s = sealer();
+        let mut out = VecDeque::new();
+        let odd = "quote \" back \\ tab \t cr \r bell \u{7} esc \u{1b}[0m é € \u{fffd}";
+        s.seal(
+            vec![line(Level::Debug, odd, 1), line(Level::Info, "plain", 2)],
+            &mut out,
+        );
+        for ev in &out {
+            assert_eq!(ev.json_len, ev.value.to_string().len() + 1, "{}", ev.value);
+        }
     }
 
     #[test]
