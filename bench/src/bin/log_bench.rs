@@ -6,7 +6,7 @@
 //! Without --agent it uses the `clearml-agent` next to this binary (build both with the same
 //! profile: `cargo build --release -p clearml-agent -p clearml-bench`).
 //!
-//! The task is a bash script running `seq -f 'console line %06g: the quick brown fox' 1 N`
+//! The task is a bash script running `seq -f 'console line %06.0f: the quick brown fox' 1 N`
 //! (41 bytes a line with its newline). The time is measured here, from just before `tasks.enqueue` to the moment
 //! `tasks.get_all` first reports `completed` (polled every 10 ms), with the daemon already
 //! waiting on the queue (long poll). It includes the pickup, the `execute` child's start, the
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let script = dir.join("print.sh");
     std::fs::write(
         &script,
-        format!("seq -f 'console line %06g: the quick brown fox' 1 {lines}\n"),
+        format!("seq -f 'console line %06.0f: the quick brown fox' 1 {lines}\n"),
     )?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let _daemon = Kill(
