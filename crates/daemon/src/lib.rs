@@ -11,6 +11,11 @@
 //! With our embedded server the daemon long-polls `queues.get_next_task` over all its queues
 //! at once (an extension the server advertises in `server.info`), so a task starts as soon as
 //! it is enqueued; with any other server it polls every `--polling-interval` seconds.
+//!
+//! Hardening: a daemon killed with SIGKILL takes its task's first process with it, and the next
+//! daemon with the same work folders kills the rest and fails the task (`slot_state`); the
+//! working folder and the entry point stay inside the repository once symlinks are resolved
+//! (`contain`); `--stop` signals only this user's agents, checked in `/proc` (`stop`).
 
 mod contain;
 mod daemon;
