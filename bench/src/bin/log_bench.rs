@@ -202,8 +202,11 @@ async fn main() -> anyhow::Result<()> {
                 .as_millis() as f64
                 - secs * 1000.0;
             let r = client
-                .call("events.get_task_log", json!({"task": task, "batch_size": 100000,
-                       "navigate_earlier": false, "order": "asc"}))
+                .call(
+                    "events.get_task_log",
+                    json!({"task": task, "batch_size": 100000,
+                       "navigate_earlier": false, "order": "asc"}),
+                )
                 .await?;
             let evs = r["events"].as_array().cloned().unwrap_or_default();
             for e in &evs {
@@ -214,9 +217,17 @@ async fn main() -> anyhow::Result<()> {
                     println!("  +{:>6.0} ms {:.60}", ts - enq_ms, first);
                 }
             }
-            let last = evs.iter().rev().find(|e| e["msg"].as_str().unwrap_or_default().contains("console line"));
+            let last = evs.iter().rev().find(|e| {
+                e["msg"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("console line")
+            });
             if let Some(e) = last {
-                println!("  last task line event at +{:.0} ms", e["timestamp"].as_f64().unwrap_or_default() - enq_ms);
+                println!(
+                    "  last task line event at +{:.0} ms",
+                    e["timestamp"].as_f64().unwrap_or_default() - enq_ms
+                );
             }
         }
         let (found, split) = check_log(&client, &task, lines).await?;
