@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -34,7 +34,10 @@ pub struct DaemonArgs {
     /// Run in the background (detach from the terminal); output goes to a log file
     #[arg(short = 'd', long)]
     pub detached: bool,
-    /// Stop running agents of this machine (all of this worker name, or the given ids)
+    /// Stop this user's agents on this machine: the given worker ids, or without ids every
+    /// agent whose worker id is `<worker name>:...` (agent.worker_name, default: the host name)
+    /// or equals agent.worker_id, whatever HOME or config file it was started with. Other
+    /// users' agents and pid files that do not name a running clearml-agent daemon are skipped
     #[arg(long, num_args = 0.., value_name = "WORKER_ID")]
     pub stop: Option<Vec<String>>,
     /// GPUs the tasks may use (sets CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES)
@@ -163,46 +166,27 @@ fn detach() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `daemon --stop [ID ...]`: SIGTERM the matching agents, wait, then SIGKILL.
+/// `daemon --stop [ID ...]`: SIGTERM this user's matching agents, wait, then SIGKILL
+/// (which pid files are trusted: `clearml_daemon::plan_stop`).
 fn stop_agents(config: &Config, ids: &[String]) -> anyhow::Result<ExitCode> {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     let agent = config.agent()?;
     let name = agent.worker_name.unwrap_or_else(clearml_config::host_name);
-    let running = clearml_daemon::running_agents(&std::env::temp_dir());
-    let targets: Vec<_> = running
-        .into_iter()
-        .filter(|r| r.pid != std::process::id())
-        .filter(|r| {
-            if ids.is_empty() {
-                r.worker_id.starts_with(&format!("{name}:"))
-            } else {
-                ids.contains(&r.worker_id)
-            }
-        })
-        .collect();
-    // With no ids, one agent of this machine's worker name, as the Python agent does.
-    let chosen: Vec<_> = if ids.is_empty() {
-        targets.into_iter().take(1).collect()
-    } else {
-        targets
-    };
-    if chosen.is_empty() {
+    let plan = clearml_daemon::plan_stop(
+        &std::env::temp_dir(),
+        ids,
+        &name,
+        agent.worker_id.as_deref(),
+    );
+    for s in &plan.skipped {
+        println!("Not stopping pid {} ({}): {}", s.pid, s.worker_id, s.why);
+    }
+    if plan.targets.is_empty() {
         println!("Could not find a running clearml-agent to stop");
         return Ok(ExitCode::FAILURE);
     }
-    for agent in chosen {
+    for agent in &plan.targets {
         println!("Stopping worker {} (pid {})", agent.worker_id, agent.pid);
-        let raw = i32::try_from(agent.pid).unwrap_or(i32::MAX);
-        let pid = Pid::from_raw(raw);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && clearml_daemon::is_alive(raw) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if clearml_daemon::is_alive(raw) {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
+        clearml_daemon::stop_agent(agent, Duration::from_secs(10));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -643,3 +643,226 @@ fn execute_runs_one_task_here_and_list_shows_workers() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Issue 10, item 10: a symlink committed to the repository must not lead the working folder
+/// or the entry point outside it.
+#[test]
+fn symlinks_in_the_repository_do_not_lead_outside() {
+    let mut s = Setup::new("");
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("dir");
+    let marker = format!("ran-outside-{}", std::process::id());
+    std::fs::write(outside.join("main.py"), format!("print('{marker}')\n")).expect("write");
+    let remote = s.dir.path().join("links.git");
+    let work = s.dir.path().join("links");
+    std::fs::create_dir_all(&remote).expect("dir");
+    git(&remote, &["init", "--bare", "-q"]);
+    git(
+        s.dir.path(),
+        &["clone", "-q", remote.to_str().unwrap_or_default(), "links"],
+    );
+    std::fs::write(work.join("main.py"), "print('inside')\n").expect("write");
+    std::os::unix::fs::symlink(&outside, work.join("escape")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("main.py"), work.join("linked.py")).expect("symlink");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "links"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    let make = |name: &str| {
+        s.create(&[
+            "--name",
+            name,
+            "--folder",
+            work.to_str().unwrap_or_default(),
+            "--script",
+            "main.py",
+        ])
+    };
+    // The working folder through the link; then the entry point through the other link.
+    let by_dir = make("by working dir");
+    s.call(
+        "tasks.edit",
+        json!({"task": by_dir, "script": {"working_dir": "escape", "entry_point": "main.py",
+               "repository": remote.to_str().unwrap_or_default(), "branch": "main",
+               "diff": ""}}),
+    );
+    let by_entry = make("by entry point");
+    s.call(
+        "tasks.edit",
+        json!({"task": by_entry, "script": {"working_dir": ".", "entry_point": "linked.py",
+               "repository": remote.to_str().unwrap_or_default(), "branch": "main",
+               "diff": ""}}),
+    );
+    for t in [&by_dir, &by_entry] {
+        s.call("tasks.enqueue", json!({"task": t, "queue_name": "default"}));
+    }
+    s.start_daemon(&["--queue", "default"]);
+    for t in [&by_dir, &by_entry] {
+        s.wait_status(t, &["failed", "completed"], Duration::from_secs(240));
+        let log = s.log(t);
+        assert!(!log.contains(&marker), "the script outside ran:\n{log}");
+        assert_eq!(s.status(t), "failed", "{log}");
+        assert!(log.contains("outside the repository"), "{log}");
+    }
+}
+
+/// Issue 10, item 6: `--stop` without ids stops every agent of this worker name, and never a
+/// process that a planted pid file names.
+#[test]
+fn stop_stops_all_of_this_workers_agents_and_trusts_no_planted_pid_file() {
+    let name = format!("stopper{}", std::process::id());
+    let mut s = Setup::new(&format!("agent.worker_name: \"{name}\"\n"));
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    for i in 0..2 {
+        let log =
+            std::fs::File::create(s.dir.path().join(format!("stop-daemon{i}.log"))).expect("log");
+        let child = s
+            .agent()
+            .env("TMPDIR", &tmp)
+            .args(["daemon", "--queue", "default"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        s.daemons.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.workers().len() < 2 {
+        assert!(Instant::now() < deadline, "workers: {:?}", s.workers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A pid file naming an unrelated process, in this worker name's format.
+    let mut victim = Command::new("sleep").arg("60").spawn().expect("sleep");
+    std::fs::write(
+        tmp.join(format!(".clearmlagent_{}_7.tmp", victim.id())),
+        format!("{name}:7\n7"),
+    )
+    .expect("pid file");
+    let out = s
+        .agent()
+        .env("TMPDIR", &tmp)
+        .args(["daemon", "--stop"])
+        .output()
+        .expect("stop");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Not stopping pid"), "{text}");
+    assert_eq!(
+        victim.try_wait().expect("wait"),
+        None,
+        "the planted pid was killed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for d in &mut s.daemons {
+        loop {
+            if d.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an agent was not stopped:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
+
+/// Issue 10, item 5: after `kill -9` of the daemon, the task's processes do not live on, and the
+/// next daemon in the slot marks the task failed.
+#[test]
+fn a_killed_daemons_task_is_cleaned_up_by_the_next_one() {
+    let mut s = Setup::new("");
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let marker = format!("orphan-marker-{}", std::process::id());
+    let task = s.shell_task(
+        "orphaned",
+        &format!(
+            "bash -c 'exec -a {marker} sleep 300' &\nsetsid bash -c 'exec -a {marker} sleep 300' &\necho started\nwhile true; do sleep 0.1; done\n"
+        ),
+        "default",
+    );
+    let start = |s: &mut Setup, n: usize| {
+        let log =
+            std::fs::File::create(s.dir.path().join(format!("kill9-daemon{n}.log"))).expect("log");
+        let child = s
+            .agent()
+            .env("TMPDIR", &tmp)
+            .args(["daemon", "--queue", "default"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        s.daemons.push(child);
+        s.daemons.len() - 1
+    };
+    let first = start(&mut s, 0);
+    s.wait_status(&task, &["in_progress"], Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&marker).len() < 2 {
+        assert!(Instant::now() < deadline, "task never started its helpers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The task's first process (the daemon's child, which became the task's shell).
+    let daemon_pid = s.daemons[first].id() as i32;
+    let leaders: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = st.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(daemon_pid)
+        })
+        .collect();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    s.daemons[first].kill().expect("kill -9"); // SIGKILL
+    let _ = s.daemons[first].wait();
+    let killed_at = Instant::now();
+    // The leader dies with the daemon, before any new daemon starts.
+    while pid_alive(leaders[0]) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "the task's leader outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start(&mut s, 1);
+    loop {
+        let status = s.status(&task);
+        let left = processes_with(&marker);
+        if status != "in_progress" && left.is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "60 s after kill -9: task {status}, left behind {left:?}\n{}",
+            std::fs::read_to_string(s.dir.path().join("kill9-daemon1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let doc = s.task_doc(&task);
+    assert_eq!(doc["status"], "failed", "{doc}");
+    let message = doc["status_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("was killed while running the task"),
+        "{doc}"
+    );
+    assert!(s.log(&task).contains("was killed while running the task"));
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

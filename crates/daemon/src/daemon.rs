@@ -16,6 +16,7 @@ use crate::identity::{self, IdentityInput};
 use crate::monitor::{self, Ending};
 use crate::queues::{self, Queue};
 use crate::settings::DaemonSettings;
+use crate::slot_state::{self, SlotState};
 use crate::{Console, DaemonError};
 
 /// The daemon's command line.
@@ -81,6 +82,10 @@ pub async fn run_daemon(
         source,
     })?;
 
+    // What a killed predecessor left running (issue 10 item 5, slot_state.rs).
+    for line in slot_state::recover(&client, &agent.venvs_dir, &worker_id).await {
+        console.line(&line);
+    }
     console.line(&format!("Worker \"{worker_id}\" - Listening to queues:"));
     for q in &queues {
         console.line(&format!("  {}  {}", q.id, q.name));
@@ -139,6 +144,7 @@ pub async fn run_daemon(
         ship_client: monitor::quick_client(&client),
         worker_id: worker_id.clone(),
         settings,
+        state: SlotState::new(&work_root),
         work_root,
         visible,
         opts: opts.clone(),
@@ -357,6 +363,8 @@ struct Runner {
     worker_id: String,
     settings: DaemonSettings,
     work_root: PathBuf,
+    /// Which task runs, for the next daemon if this one is killed.
+    state: SlotState,
     visible: Option<String>,
     opts: DaemonOptions,
 }
@@ -393,7 +401,7 @@ impl Runner {
                 queue.id, self.worker_id
             ),
         );
-        let cmd = child_command(
+        let mut cmd = child_command(
             &self.settings.agent_exe,
             task,
             &self.worker_id,
@@ -402,6 +410,11 @@ impl Runner {
             &self.work_root,
             self.visible.as_deref(),
         );
+        let marker = SlotState::marker_for(task);
+        cmd.env(slot_state::TREE_VAR, &marker);
+        if let Err(e) = self.state.record(task, &self.worker_id, &marker) {
+            console.line(&format!("Warning: cannot record the running task: {e}"));
+        }
         let result = monitor::run_task(
             self.client.clone(),
             &self.worker_id,
@@ -412,6 +425,7 @@ impl Runner {
             shipper,
         )
         .await;
+        self.state.clear();
         console.line(&format!(
             "Task '{task}' finished: {}",
             result.status.as_deref().unwrap_or("unknown status")
@@ -450,7 +464,11 @@ pub(crate) fn child_command(
     }
     cmd.args(["execute", "--disable-monitoring", "--id", task]);
     cmd.env("CLEARML_WORKER_ID", worker_id)
-        .env("CLEARML_AGENT_WORK_ROOT", work_root);
+        .env("CLEARML_AGENT_WORK_ROOT", work_root)
+        .env(
+            crate::slot_state::PARENT_VAR,
+            std::process::id().to_string(),
+        );
     match visible {
         Some("none") => {
             cmd.env("NVIDIA_VISIBLE_DEVICES", "none")

@@ -234,6 +234,7 @@ pub async fn execute_child(
     task: &str,
     console: Arc<dyn Console>,
 ) -> Result<i32, DaemonError> {
+    crate::slot_state::die_with_parent(); // a task does not outlive a killed daemon
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
     let task = resolve_task(&client, task).await?;

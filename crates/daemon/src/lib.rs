@@ -11,15 +11,24 @@
 //! With our embedded server the daemon long-polls `queues.get_next_task` over all its queues
 //! at once (an extension the server advertises in `server.info`), so a task starts as soon as
 //! it is enqueued; with any other server it polls every `--polling-interval` seconds.
+//!
+//! Hardening: a daemon killed with SIGKILL takes its task's first process with it, and the next
+//! daemon with the same work folders kills the rest and fails the task (`slot_state`); the
+//! working folder and the entry point stay inside the repository once symlinks are resolved
+//! (`contain`); `--stop` signals only this user's agents, checked in `/proc` (`stop`).
 
+mod contain;
 mod daemon;
 mod execute;
 mod identity;
 mod monitor;
 mod prepare;
 mod process;
+mod procinfo;
 mod queues;
 mod settings;
+mod slot_state;
+mod stop;
 mod task;
 
 pub use daemon::{DaemonOptions, run_daemon};
@@ -35,6 +44,8 @@ pub use prepare::{
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use settings::DaemonSettings;
+pub use slot_state::die_with_parent;
+pub use stop::{Skipped, StopPlan, plan_stop, stop_agent};
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
 /// What the CLI shows a person: the workspace's one progress trait (crate

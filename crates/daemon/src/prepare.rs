@@ -291,9 +291,8 @@ pub fn prepare_code(
         }
     };
     let working_dir = info.working_dir_or_root();
-    let script_dir = safe_join(&code_root, working_dir)?;
-    std::fs::create_dir_all(&script_dir)
-        .map_err(io(format!("cannot create {}", script_dir.display())))?;
+    // Checked after resolving symlinks (the repository is outside input too): crate::contain.
+    let script_dir = crate::contain::working_dir(&code_root, working_dir).map_err(invalid)?;
 
     // The uncommitted changes, or a literal script.
     let mut entry_point = info.entry_point.clone();
@@ -312,7 +311,8 @@ pub fn prepare_code(
                     Interpreter::Shell(_) => "untitled.sh".into(),
                 },
             };
-            let path = safe_join(&script_dir, &file)?;
+            let path =
+                crate::contain::file_to_write(&code_root, &script_dir, &file).map_err(invalid)?;
             if !path.exists() {
                 std::fs::write(&path, diff)
                     .map_err(io(format!("cannot write {}", path.display())))?;
@@ -493,6 +493,11 @@ pub fn command_line(
 ) -> Result<Vec<OsString>, PrepareError> {
     let script_dir = &code.script_dir;
     let entry = code.entry();
+    if let Some(e) = entry.as_deref() {
+        // Checked after resolving symlinks: a link in the repository must not lead outside it.
+        let is_python = info.interpreter() == Interpreter::Python;
+        crate::contain::entry_point(&code.root, script_dir, e, is_python).map_err(invalid)?;
+    }
     let argv: Vec<OsString> = match info.interpreter() {
         Interpreter::Python => {
             let py = python
@@ -786,25 +791,13 @@ fn major_minor(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
+fn invalid(e: crate::contain::ContainError) -> PrepareError {
+    PrepareError::Invalid(e.to_string())
+}
+
 fn split(s: &str) -> Result<Vec<String>, PrepareError> {
     shell_words::split(s)
         .map_err(|e| PrepareError::Invalid(format!("cannot split the entry point {s:?}: {e}")))
-}
-
-/// `root/rel`, refusing a relative path that climbs out of `root` (a task field is outside
-/// input).
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, PrepareError> {
-    let rel = rel.trim();
-    let p = Path::new(rel);
-    if p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(PrepareError::Invalid(format!(
-            "the path {rel:?} in the task must stay inside the repository"
-        )));
-    }
-    Ok(root.join(p))
 }
 
 /// `repo` for `https://host/org/repo.git`, `git@host:org/repo.git`, `/path/to/repo`.
@@ -889,14 +882,5 @@ mod tests {
         assert_eq!(repo_folder_name("/tmp/x/repo/"), "repo");
         assert_eq!(repo_folder_name("file:///tmp/x/my repo"), "my_repo");
         assert_eq!(repo_folder_name(".."), "repository");
-    }
-
-    #[test]
-    fn paths_stay_inside() {
-        let r = Path::new("/r");
-        assert_eq!(safe_join(r, "a/b").unwrap(), Path::new("/r/a/b"));
-        assert!(safe_join(r, "../x").is_err());
-        assert!(safe_join(r, "/etc").is_err());
-        assert_eq!(safe_join(r, ".").unwrap(), Path::new("/r/."));
     }
 }

@@ -70,8 +70,13 @@ impl Splitter {
 /// The cleaned text of one complete line, or `None` when the line is dropped.
 pub(crate) fn clean(line: &[u8]) -> Option<String> {
     let segment = last_segment(line);
-    let bytes: Vec<u8> = segment.iter().copied().filter(|&b| b != 0x08).collect();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // Most lines have no backspace and are valid UTF-8: one copy, no other work.
+    let text = if segment.contains(&0x08) {
+        let bytes: Vec<u8> = segment.iter().copied().filter(|&b| b != 0x08).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        String::from_utf8_lossy(segment).into_owned()
+    };
     (text != "\x1b[0m").then_some(text)
 }
 

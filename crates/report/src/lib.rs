@@ -10,8 +10,10 @@
 //!   the last `\r` segment, no backspaces, lossy UTF-8, no bare `ESC[0m` line; an incomplete
 //!   line is held) and queues them under a short lock. A background task does all network I/O.
 //! - **Events are frozen once built.** The sender joins consecutive lines of one level into
-//!   events of up to 64 KiB of text (every line ends with `\n`, so the texts concatenated
-//!   give the console back) and stamps each with `max(capture ms, previous + 1)`: timestamps
+//!   events of up to 64 KiB of text (every line ends with `\n`). A line that fits in an event
+//!   is never split across two; only a longer line is cut, and each of its later pieces starts
+//!   with [`CONTINUATION`] (so the texts concatenated, markers removed, give the console
+//!   back). Each event is stamped with `max(capture ms, previous + 1)`: timestamps
 //!   strictly increase, so the server's time order is our order. A failed request is retried
 //!   with the *same* events, never re-stamped, so a server that ignores an identical
 //!   (task, worker, timestamp, msg) event makes retransmits harmless.
@@ -42,6 +44,6 @@ mod spool;
 mod stats;
 mod status;
 
-pub use shipper::{Echo, Level, LogShipper, ShipSummary, ShipperOptions};
+pub use shipper::{CONTINUATION, Echo, Level, LogShipper, ShipSummary, ShipperOptions};
 pub use stats::StatsSampler;
 pub use status::StatusReporter;

@@ -18,6 +18,9 @@ use crate::spool::{Chunk, Line, Spool, SpoolError, read_lines};
 
 /// Most text in one log event (the Python agent's packet size).
 const MAX_EVENT_TEXT: usize = 64 * 1024;
+/// Starts every piece of a line that continues the previous event's last line (only lines
+/// longer than an event are cut).
+pub const CONTINUATION: &str = "\u{21aa} ";
 /// Most bytes in one `events.add_batch` request.
 const MAX_PACKET: usize = 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -197,6 +200,7 @@ impl LogShipper {
                 task: task_id,
                 worker,
                 last_ts: 0,
+                continuing: false,
             },
             sealed: VecDeque::new(),
             loaded_file: None,
@@ -363,6 +367,8 @@ struct Sealer {
     /// Every event gets a later timestamp than the previous one, so the server's
     /// time order is the shipping order.
     last_ts: i64,
+    /// The last line was sent without its end (a piece of a line over 1 MiB).
+    continuing: bool,
 }
 
 struct Building {
@@ -374,46 +380,90 @@ struct Building {
 
 impl Sealer {
     /// Consecutive lines of one level become one event of up to 64 KiB of text; each line
-    /// ends with `\n` in it, so the events' texts concatenated give the console back.
+    /// ends with `\n` in it. A line that fits in an event is never split: when it does not fit
+    /// in the current one, that event is sealed and the line starts the next. Only a line
+    /// longer than an event is cut (on character boundaries); every piece after the first
+    /// starts with [`CONTINUATION`], and so does a line continuing a piece sent without end
+    /// of line (see `console::MAX_PARTIAL`).
     fn seal(&mut self, lines: Vec<Line>, out: &mut VecDeque<Event>) {
         let mut cur: Option<Building> = None;
         for line in lines {
-            if cur.as_ref().is_some_and(|b| b.level != line.level)
-                && let Some(b) = cur.take()
-            {
+            let text = match (self.continuing, line.eol) {
+                (true, true) => format!("{CONTINUATION}{}\n", line.text),
+                (true, false) => format!("{CONTINUATION}{}", line.text),
+                (false, true) => {
+                    let mut t = line.text;
+                    t.push('\n');
+                    t
+                }
+                (false, false) => line.text,
+            };
+            self.continuing = !line.eol;
+            let fits =
+                |b: &Building| b.level == line.level && b.msg.len() + text.len() <= MAX_EVENT_TEXT;
+            if let Some(b) = cur.take_if(|b| !fits(b)) {
                 out.push_back(self.event(b));
             }
-            let mut piece = line.text;
-            if line.eol {
-                piece.push('\n');
-            }
-            let mut rest = piece.as_str();
-            loop {
+            if text.len() <= MAX_EVENT_TEXT {
                 let b = cur.get_or_insert_with(|| Building {
                     level: line.level,
                     first_ms: line.ms,
                     msg: String::new(),
                     lines: 0,
                 });
-                let room = MAX_EVENT_TEXT - b.msg.len();
-                if rest.len() <= room {
-                    b.msg.push_str(rest);
-                    b.lines += 1;
-                    break;
-                }
-                let mut cut = room;
-                while !rest.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                b.msg.push_str(&rest[..cut]);
-                rest = &rest[cut..];
-                if let Some(full) = cur.take() {
-                    out.push_back(self.event(full));
-                }
+                b.msg.push_str(&text);
+                b.lines += 1;
+            } else {
+                self.cut_long(line.level, line.ms, &text, &mut cur, out);
+            }
+            // The rest of an unfinished line starts a new event, marked as a continuation.
+            if !line.eol
+                && let Some(b) = cur.take()
+            {
+                out.push_back(self.event(b));
             }
         }
         if let Some(b) = cur {
             out.push_back(self.event(b));
+        }
+    }
+
+    /// A line longer than an event (so `cur` is empty): full pieces go out, the last one
+    /// stays in `cur` for the lines after it.
+    fn cut_long(
+        &mut self,
+        level: Level,
+        ms: i64,
+        text: &str,
+        cur: &mut Option<Building>,
+        out: &mut VecDeque<Event>,
+    ) {
+        let mut rest = text;
+        let mut prefix = "";
+        loop {
+            let room = MAX_EVENT_TEXT - prefix.len();
+            if rest.len() <= room {
+                *cur = Some(Building {
+                    level,
+                    first_ms: ms,
+                    msg: format!("{prefix}{rest}"),
+                    lines: 1,
+                });
+                return;
+            }
+            let mut cut = room;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let piece = Building {
+                level,
+                first_ms: ms,
+                msg: format!("{prefix}{}", &rest[..cut]),
+                lines: 0,
+            };
+            out.push_back(self.event(piece));
+            rest = &rest[cut..];
+            prefix = CONTINUATION;
         }
     }
 
@@ -429,7 +479,7 @@ impl Sealer {
             "msg": b.msg,
             "timestamp": ts,
         });
-        let json_len = value.to_string().len() + 1;
+        let json_len = json_len(&value);
         Event {
             value,
             json_len,
@@ -437,6 +487,25 @@ impl Sealer {
             lines: b.lines,
         }
     }
+}
+
+/// The length of `value` as one json-lines line (its newline included), for an event: the
+/// message is measured by scanning it for what JSON escapes, the small rest by serialising it.
+fn json_len(value: &Value) -> usize {
+    let Some(msg) = value.get("msg").and_then(Value::as_str) else {
+        return value.to_string().len() + 1;
+    };
+    let mut rest = value.clone();
+    rest["msg"] = Value::String(String::new());
+    let escaped: usize = msg
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum();
+    rest.to_string().len() + escaped + 1
 }
 
 enum Sent {
@@ -584,16 +653,23 @@ impl Sender {
             size += ev.json_len;
             n += 1;
         }
+        // Lent to the request (no copy of up to 1 MiB of text) and put back before any retry.
         let values: Vec<Value> = self
             .sealed
-            .iter()
+            .iter_mut()
             .take(n)
-            .map(|e| e.value.clone())
+            .map(|e| std::mem::take(&mut e.value))
             .collect();
         let client = self.client.clone();
         let outcome = tokio::select! {
-            r = client.call_lines("events.add_batch", &values) => r,
-            _ = deadline_reached(&mut self.closing) => return Sent::Deadline,
+            r = client.call_lines("events.add_batch", &values) => Some(r),
+            _ = deadline_reached(&mut self.closing) => None,
+        };
+        for (e, v) in self.sealed.iter_mut().zip(values) {
+            e.value = v;
+        }
+        let Some(outcome) = outcome else {
+            return Sent::Deadline;
         };
         match outcome {
             Ok(data) => {
@@ -797,6 +873,7 @@ mod tests {
             task: "t".into(),
             worker: "w".into(),
             last_ts: 0,
+            continuing: false,
         }
     }
 
@@ -829,20 +906,112 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_split_at_64_kib_on_character_boundaries() {
+    fn a_line_that_fits_is_never_split() {
         let mut s = sealer();
         let mut out = VecDeque::new();
-        let long = "é".repeat(50_000); // 100,000 bytes
+        let lines: Vec<String> = (0..160_000)
+            .map(|i| format!("line {i:06} of a long console, {}", "x".repeat(i % 13)))
+            .collect();
         s.seal(
-            vec![line(Level::Debug, "x", 1), line(Level::Debug, &long, 1)],
+            lines.iter().map(|t| line(Level::Debug, t, 1)).collect(),
             &mut out,
         );
-        assert_eq!(out.len(), 2);
-        let first = out[0].value["msg"].as_str().unwrap_or_default();
-        assert!(first.len() <= MAX_EVENT_TEXT && first.len() >= MAX_EVENT_TEXT - 1);
-        let joined: String = out.iter().filter_map(|e| e.value["msg"].as_str()).collect();
-        assert_eq!(joined, format!("x\n{long}\n"));
-        assert_eq!((out[0].lines, out[1].lines), (1, 1));
+        let mut back = Vec::new();
+        for ev in &out {
+            let msg = ev.value["msg"].as_str().unwrap_or_default();
+            assert!(msg.len() <= MAX_EVENT_TEXT);
+            assert!(msg.ends_with('\n'), "an event ends inside a line");
+            back.extend(msg.lines().map(str::to_string));
+        }
+        assert_eq!(back, lines);
+        assert_eq!(out.iter().map(|e| e.lines).sum::<u64>(), 160_000);
+        // Events are still filled: fewer than 2% more than the text strictly needs.
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        assert!(
+            out.len() <= bytes / MAX_EVENT_TEXT * 102 / 100 + 1,
+            "{}",
+            out.len()
+        );
+    }
+
+    #[test]
+    fn console_bytes_in_pipe_sized_chunks_come_back_whole() {
+        let text: String = (1..=20_000)
+            .map(|i| format!("console line {i:06}: the quick brown fox\n"))
+            .collect();
+        let mut splitter = Splitter::default();
+        let mut s = sealer();
+        let mut out = VecDeque::new();
+        for chunk in text.as_bytes().chunks(65_536) {
+            let mut pieces = Vec::new();
+            splitter.push(chunk, &mut pieces);
+            s.seal(to_lines(Level::Debug, pieces), &mut out);
+        }
+        let back: String = out.iter().filter_map(|e| e.value["msg"].as_str()).collect();
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn only_longer_lines_are_cut_and_their_pieces_marked() {
+        let mut s = sealer();
+        let mut out = VecDeque::new();
+        let long = "é".repeat(70_000); // 140,000 bytes: three pieces
+        s.seal(
+            vec![
+                line(Level::Debug, "x", 1),
+                line(Level::Debug, &long, 1),
+                line(Level::Debug, "after", 1),
+            ],
+            &mut out,
+        );
+        let msgs: Vec<&str> = out.iter().filter_map(|e| e.value["msg"].as_str()).collect();
+        assert_eq!(
+            msgs.len(),
+            4,
+            "{:?}",
+            msgs.iter().map(|m| m.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(msgs[0], "x\n");
+        assert!(!msgs[1].starts_with(CONTINUATION) && !msgs[1].ends_with('\n'));
+        assert!(msgs[2].starts_with(CONTINUATION) && !msgs[2].ends_with('\n'));
+        assert!(msgs[3].starts_with(CONTINUATION) && msgs[3].ends_with("\nafter\n"));
+        assert!(msgs.iter().all(|m| m.len() <= MAX_EVENT_TEXT));
+        let joined: String = msgs
+            .iter()
+            .map(|m| m.trim_start_matches(CONTINUATION))
+            .collect();
+        assert_eq!(joined, format!("x\n{long}\nafter\n"));
+        let counted: Vec<u64> = out.iter().map(|e| e.lines).collect();
+        assert_eq!(counted, vec![1, 0, 0, 2]);
+    }
+
+    #[test]
+    fn the_rest_of_an_unfinished_line_is_marked() {
+        let mut s = sealer();
+        let mut out = VecDeque::new();
+        let mut head = line(Level::Debug, "head", 1);
+        head.eol = false;
+        s.seal(vec![line(Level::Debug, "a", 1), head], &mut out);
+        s.seal(vec![line(Level::Debug, "tail", 2)], &mut out);
+        let msgs: Vec<&str> = out.iter().filter_map(|e| e.value["msg"].as_str()).collect();
+        assert_eq!(
+            msgs,
+            vec!["a\nhead".to_string(), format!("{CONTINUATION}tail\n")]
+        );
+    }
+
+    #[test]
+    fn json_len_is_exact() {
+        let mut s = sealer();
+        let mut out = VecDeque::new();
+        let odd = "quote \" back \\ tab \t cr \r bell \u{7} esc \u{1b}[0m é € \u{fffd}";
+        s.seal(
+            vec![line(Level::Debug, odd, 1), line(Level::Info, "plain", 2)],
+            &mut out,
+        );
+        for ev in &out {
+            assert_eq!(ev.json_len, ev.value.to_string().len() + 1, "{}", ev.value);
+        }
     }
 
     #[test]

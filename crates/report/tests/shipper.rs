@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clearml_report::{Level, LogShipper, ShipperOptions};
+use clearml_report::{CONTINUATION, Level, LogShipper, ShipperOptions};
 use common::*;
 
 fn options(spool: &std::path::Path) -> ShipperOptions {
@@ -110,7 +110,17 @@ async fn a_huge_line_is_split_into_64_kib_events() {
     assert!(sizes.len() >= 5, "{sizes:?}");
     assert!(sizes.iter().all(|&s| s <= 64 * 1024), "{sizes:?}");
     assert!(sizes[0] > 64 * 1024 - 4, "events are filled: {sizes:?}");
-    assert_eq!(log_text(&client, &task).await, format!("{huge}\nnext\n"));
+    // Every piece after the first is marked as a continuation.
+    let msgs: Vec<&str> = events.iter().filter_map(|e| e["msg"].as_str()).collect();
+    assert!(!msgs[0].starts_with(CONTINUATION));
+    assert!(
+        msgs[1..].iter().all(|m| m.starts_with(CONTINUATION)),
+        "{sizes:?}"
+    );
+    assert_eq!(
+        log_text(&client, &task).await.replace(CONTINUATION, ""),
+        format!("{huge}\nnext\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
