@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::{self, Ctx};
 use crate::error::ApiError;
-use crate::req::{Req, new_id};
+use crate::req::{Req, new_id, unquote_plus};
 
 /// Bodies larger than this are refused (the SDK splits batches at 15 MiB).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -86,8 +86,8 @@ fn merge_query(body: &mut Map<String, Value>, query: Option<&str>) {
     let Some(q) = query else { return };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k);
-        let v = percent_decode(v);
+        let k = unquote_plus(k);
+        let v = unquote_plus(v);
         let value = if v == "true" {
             json!(true)
         } else if v == "false" {
@@ -101,30 +101,6 @@ fn merge_query(body: &mut Map<String, Value>, query: Option<&str>) {
         };
         body.insert(k, value);
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses the body: a JSON object, or json-lines (one object per line) for batch endpoints.
@@ -331,10 +307,10 @@ mod tests {
     #[test]
     fn query_values_are_typed() {
         let mut m = Map::new();
-        merge_query(&mut m, Some("a=1&b=true&c=x%20y&d=1.5"));
+        merge_query(&mut m, Some("a=1&b=true&c=x%20y&d=1.5&e=%41"));
         assert_eq!(
             Value::Object(m),
-            json!({"a": 1, "b": true, "c": "x y", "d": 1.5})
+            json!({"a": 1, "b": true, "c": "x y", "d": 1.5, "e": "A"})
         );
     }
 }

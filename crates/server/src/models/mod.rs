@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::Ctx;
 use crate::error::ApiError;
-use crate::req::{Req, get_path, new_id, now_iso, project, regex_search};
+use crate::req::{NameFilter, Req, get_path, new_id, now_iso, project};
 use crate::store::{Doc, Tx};
 
 mod fields;
@@ -242,9 +242,8 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     }
     for field in ["name", "comment"] {
         if let Some(pattern) = req.opt_str(field)?.filter(|p| !p.is_empty()) {
-            models.retain(|m| {
-                regex_search(pattern, m.get(field).and_then(Value::as_str).unwrap_or(""))
-            });
+            let pattern = NameFilter::new(pattern);
+            models.retain(|m| pattern.is_match(m.get(field).and_then(Value::as_str).unwrap_or("")));
         }
     }
     for field in [

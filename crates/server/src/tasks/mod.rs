@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::api::Ctx;
 use crate::error::ApiError;
 use crate::queues;
-use crate::req::{Req, doc_strings, get_path, new_id, now_iso, regex_search, set_path};
+use crate::req::{NameFilter, Req, doc_strings, get_path, new_id, now_iso, set_path};
 use crate::store::{Doc, Tx};
 
 mod artifacts;
@@ -146,7 +146,7 @@ fn task_ids(req: &Req) -> Result<Vec<String>, ApiError> {
 fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let ids = req.str_list("id")?;
     let search_hidden = req.bool_or("search_hidden", false)? || ids.is_some();
-    let name = req.opt_str("name")?;
+    let name = req.opt_str("name")?.map(NameFilter::new);
     let list_filters: Vec<(&str, Vec<String>)> = [
         "project",
         "status",
@@ -174,9 +174,9 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         if !search_hidden && doc_strings(t, "system_tags").iter().any(|s| s == "hidden") {
             return false;
         }
-        if let Some(pattern) = name {
+        if let Some(pattern) = &name {
             let n = t.get("name").and_then(Value::as_str).unwrap_or_default();
-            if !regex_search(pattern, n) {
+            if !pattern.is_match(n) {
                 return false;
             }
         }
