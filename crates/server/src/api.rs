@@ -42,6 +42,8 @@ pub struct Ctx {
     pub workers: Mutex<HashMap<String, Doc>>,
     /// Wakes long-polling `queues.get_next_task` calls when a task is enqueued.
     pub queue_changed: tokio::sync::Notify,
+    /// Bounds the request bodies read and parsed at once (see [`crate::http::BODY_BUDGET`]).
+    pub body_budget: tokio::sync::Semaphore,
     /// A worker is considered gone this long after its last report (the real default is 600 s).
     pub worker_timeout_sec: i64,
     /// `tasks.stop` stops a task at once when no worker reported on it for this long.
@@ -173,6 +175,7 @@ pub(crate) fn test_ctx() -> (tempfile::TempDir, Ctx) {
         auth,
         workers: Mutex::new(HashMap::new()),
         queue_changed: tokio::sync::Notify::new(),
+        body_budget: tokio::sync::Semaphore::new(crate::http::BODY_BUDGET),
         worker_timeout_sec: 600,
         task_update_timeout_sec: 600,
     };

@@ -13,11 +13,13 @@
 
 mod api;
 mod auth;
+mod conn;
 mod error;
 mod events;
 pub mod files;
 mod http;
 mod models;
+mod private;
 mod projects;
 mod query;
 mod queues;
@@ -48,6 +50,12 @@ pub struct ServerConfig {
     pub task_timeout_sec: i64,
     /// Workers vanish this long after their last report (the real server: 600 s).
     pub worker_timeout_sec: i64,
+    /// A request's headers must arrive within this (30 s).
+    pub header_read_timeout: Duration,
+    /// A connection with nothing moving for this long is closed (120 s).
+    pub idle_timeout: Duration,
+    /// Open connections per port (API, files) at most (512); more are closed at once.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -60,6 +68,9 @@ impl ServerConfig {
             credential: None,
             task_timeout_sec: 7200,
             worker_timeout_sec: 600,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 512,
         }
     }
 }
@@ -82,18 +93,22 @@ pub struct Server {
     files_addr: SocketAddr,
     credential: Credential,
     generated: bool,
+    warnings: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     /// Opens the data folder, binds both ports and starts serving in the background.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
+        let mut warnings = private::prepare_data_dir(&config.data_dir)?;
         let files_root = config.data_dir.join("files");
         std::fs::create_dir_all(&files_root)
             .map_err(|e| ServerError::DataDir(files_root.clone(), e))?;
         let db_path = config.data_dir.join("server.sqlite3");
+        warnings.extend(private::prepare_db_files(&db_path)?);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         let store =
             store::Store::open(&db_path).map_err(|e| ServerError::Database(db_path.clone(), e))?;
 
@@ -122,6 +137,7 @@ impl Server {
             auth,
             workers: std::sync::Mutex::new(Default::default()),
             queue_changed: tokio::sync::Notify::new(),
+            body_budget: tokio::sync::Semaphore::new(http::BODY_BUDGET),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
         });
@@ -142,17 +158,24 @@ impl Server {
             .local_addr()
             .map_err(|e| ServerError::Bind(config.host.clone(), e))?;
 
+        let limits = conn::Limits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(api_listener, api_router).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        }));
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(files_listener, files_router).await {
-                tracing::error!("files server stopped: {e}");
-            }
-        }));
+        tasks.push(tokio::spawn(conn::serve(
+            api_listener,
+            api_router,
+            limits,
+            "API server",
+        )));
+        tasks.push(tokio::spawn(conn::serve(
+            files_listener,
+            files_router,
+            limits,
+            "files server",
+        )));
         let watchdog_ctx = ctx.clone();
         let timeout = config.task_timeout_sec.max(1);
         tasks.push(tokio::spawn(async move {
@@ -172,6 +195,7 @@ impl Server {
             files_addr,
             credential,
             generated,
+            warnings,
             tasks,
         })
     }
@@ -192,6 +216,11 @@ impl Server {
     /// True when this start generated the credentials (first start without keys).
     pub fn generated_credentials(&self) -> bool {
         self.generated
+    }
+
+    /// What the start found worth telling the operator (a data folder others can read).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Serves until `shutdown` completes.

@@ -11,6 +11,9 @@ pub struct Req {
     pub body: Map<String, Value>,
     /// `json-lines` bodies (events.add_batch): one object per line.
     pub lines: Option<Vec<Map<String, Value>>>,
+    /// json-lines items that could not be read, as `(line index, message)`: `events.add_batch`
+    /// stores the good lines and reports these; other endpoints refuse the call.
+    pub bad_lines: Vec<(usize, String)>,
     /// The `X-ClearML-Worker` header.
     pub worker_header: Option<String>,
 }

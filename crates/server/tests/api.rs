@@ -240,6 +240,25 @@ async fn status_machine_follows_the_real_server() {
 }
 
 #[tokio::test]
+async fn edit_accepts_only_real_statuses() {
+    let api = start().await;
+    let t = api.task("edited").await;
+    for bad in ["<script>", "running", ""] {
+        let (code, sub) = api
+            .err("tasks.edit", json!({"task": t, "status": bad}))
+            .await;
+        assert_eq!((code, sub), (400, 12), "status {bad:?} must be refused");
+    }
+    assert_eq!(api.status(&t).await, "created");
+    api.ok(
+        "tasks.edit",
+        json!({"task": t, "status": "failed", "force": true}),
+    )
+    .await;
+    assert_eq!(api.status(&t).await, "failed");
+}
+
+#[tokio::test]
 async fn enqueue_pop_dequeue_and_stop() {
     let api = start().await;
     let q = api.default_queue().await;
@@ -609,4 +628,51 @@ async fn created_credentials_work_at_once() {
         !listed.to_string().contains(secret),
         "secrets are never listed"
     );
+}
+
+#[tokio::test]
+async fn a_batch_keeps_its_good_lines_and_lone_surrogates() {
+    let api = start().await;
+    let t = api.task("logs").await;
+    api.ok("tasks.started", json!({"task": t})).await;
+    // What Python's json sends for `print(os.fsdecode(b"file_\\xff.txt"))`, then a line that
+    // is not JSON, then a good one.
+    let line = |msg: &str, ts: i64| {
+        format!(
+            r#"{{"type": "log", "task": "{t}", "msg": "{msg}", "timestamp": {ts}, "level": "info"}}"#
+        )
+    };
+    let body = format!(
+        "{}\n{{\"type\": \"log\", \"task\": \n{}\n",
+        line("file_\\udcff.txt", 1000),
+        line("after", 1001)
+    );
+    let resp = api
+        .http
+        .post(format!("{}/events.add_batch", api.base))
+        .bearer_auth(&api.token)
+        .header("Content-Type", "application/json-lines")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let env: Value = resp.json().await.expect("envelope");
+    assert_eq!(env["data"]["added"], 2, "{env}");
+    assert_eq!(env["data"]["errors"], 1, "{env}");
+    let info = env["data"]["errors_info"].to_string();
+    assert!(info.contains("batch item #1"), "{info}");
+    let log = api
+        .ok(
+            "events.get_task_log",
+            json!({"task": t, "navigate_earlier": false}),
+        )
+        .await;
+    let msgs: Vec<&str> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["msg"].as_str())
+        .collect();
+    assert_eq!(msgs, vec!["file_\u{fffd}.txt", "after"]);
 }

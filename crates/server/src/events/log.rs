@@ -13,7 +13,11 @@ use super::*;
 pub(super) fn get_task_log(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let task = req.str("task")?;
     owner_doc(tx, task, false)?;
-    let batch_size = req.i64_opt("batch_size")?.unwrap_or(5000).max(0) as usize;
+    // Capped as the real server caps it: one call must not hold the database thread for long.
+    let batch_size = req
+        .i64_opt("batch_size")?
+        .unwrap_or(5000)
+        .clamp(0, MAX_EVENTS_BATCH) as usize;
     let earlier = req.bool_or("navigate_earlier", true)?;
     // 0 means "not given", as in the real server's `if from_key_value:`.
     let from = req.i64_opt("from_timestamp")?.filter(|t| *t != 0);

@@ -57,12 +57,23 @@ const MAX_EVENTS_BATCH: i64 = 10_000;
 
 pub fn call(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError>> {
     let r = match action {
-        "add" => add_events(ctx, vec![req.body.clone()], req.worker_header.as_deref()),
+        "add" => add_events(
+            ctx,
+            vec![req.body.clone()],
+            Vec::new(),
+            req.worker_header.as_deref(),
+        ),
         "add_batch" => batch_items(req).and_then(|events| {
-            if events.is_empty() {
+            if events.is_empty() && req.bad_lines.is_empty() {
                 return Err(ApiError::new(400, 17, "Batch request contains no items"));
             }
-            add_events(ctx, events, req.worker_header.as_deref())
+            // A line that is not JSON is one bad event: the others are still stored.
+            let unreadable = req
+                .bad_lines
+                .iter()
+                .map(|(i, e)| format!("invalid JSON in batch item #{i}: {e}"))
+                .collect();
+            add_events(ctx, events, unreadable, req.worker_header.as_deref())
         }),
         "get_task_log" => ctx.store.write(|tx| get_task_log(tx, req)),
         "get_task_events" => ctx.store.write(|tx| get_task_events(tx, req)),

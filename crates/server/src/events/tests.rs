@@ -24,6 +24,7 @@ fn body(v: Value) -> Req {
     Req {
         body: v.as_object().unwrap().clone(),
         lines: None,
+        bad_lines: Vec::new(),
         worker_header: None,
     }
 }
@@ -37,6 +38,7 @@ fn lines(events: Vec<Value>) -> Req {
                 .map(|e| e.as_object().unwrap().clone())
                 .collect(),
         ),
+        bad_lines: Vec::new(),
         worker_header: Some("host:0".into()),
     }
 }
@@ -552,4 +554,22 @@ fn delete_and_clear() {
         (400, 101)
     );
     assert!(call(&ctx, "no_such_action", &body(json!({}))).is_none());
+}
+
+#[test]
+fn task_log_batch_size_is_capped_at_ten_thousand() {
+    let (_d, ctx) = setup();
+    put_task(&ctx, "t", "in_progress");
+    // Distinct timestamps, so no group carries a page past its size.
+    let events: Vec<Value> = (0..10_050)
+        .map(|i| log("t", &format!("line {i}"), 1000 + i))
+        .collect();
+    ok(&ctx, "add_batch", lines(events));
+    let r = ok(
+        &ctx,
+        "get_task_log",
+        body(json!({"task": "t", "batch_size": 1_000_000})),
+    );
+    assert_eq!(r["total"], 10_050);
+    assert_eq!(r["returned"], 10_000);
 }

@@ -120,6 +120,7 @@ impl ScalarAgg {
 pub(super) fn add_events(
     ctx: &Ctx,
     mut events: Vec<Doc>,
+    unreadable: Vec<String>,
     worker: Option<&str>,
 ) -> Result<Value, ApiError> {
     ctx.store.write(|tx| {
@@ -179,7 +180,7 @@ pub(super) fn add_events(
         // Pass 2: validate and normalise each event on its own.
         let now = now_ms();
         let now_text = now_iso();
-        let mut errors: Vec<(String, i64)> = Vec::new();
+        let mut errors: Vec<(String, i64)> = unreadable.into_iter().map(|m| (m, 1)).collect();
         let mut prepared = Vec::new();
         for ev in events {
             match prepare_event(ev, &owners, worker, now, &now_text) {

@@ -31,6 +31,7 @@ fn body(v: Value) -> Req {
     Req {
         body: v.as_object().unwrap().clone(),
         lines: None,
+        bad_lines: Vec::new(),
         worker_header: None,
     }
 }

@@ -148,6 +148,12 @@ pub(super) fn edit(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let mut fields = apply_fields(&mut t, &req.body)?;
     check_project(tx, &t)?;
     if let Some(status) = req.opt_str("status")? {
+        if !STATUSES.contains(&status) {
+            return Err(ApiError::validation(format!(
+                "invalid task status {status:?}: expected one of {}",
+                STATUSES.join(", ")
+            )));
+        }
         t.insert("status".into(), json!(status));
         fields.insert("status".into(), json!(status));
     }

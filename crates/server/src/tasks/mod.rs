@@ -24,6 +24,20 @@ pub use status::{change_status, stop_stale};
 
 const KIND: &str = "tasks";
 
+/// The real server's task status set (`TaskStatus`).
+const STATUSES: &[&str] = &[
+    "created",
+    "queued",
+    "in_progress",
+    "stopped",
+    "publishing",
+    "published",
+    "closed",
+    "failed",
+    "completed",
+    "unknown",
+];
+
 const TASK_TYPES: &[&str] = &[
     "training",
     "testing",
