@@ -6,6 +6,7 @@ mod args;
 mod cache_cmds;
 mod commands;
 mod init;
+mod server_keys;
 mod task_cmds;
 
 use std::process::ExitCode;

@@ -85,7 +85,22 @@ pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiErr
 
 fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
     let r = match endpoint {
-        "auth.login" => ctx.auth.issue().map(|t| json!({ "token": t })),
+        "auth.login" => ctx
+            .auth
+            .issue(req.caller.as_ref())
+            .map(|t| json!({ "token": t })),
+        "auth.revoke_credentials" => req.str("access_key").and_then(|key| {
+            let revoked = ctx.store.write(|tx| crate::auth::revoke(tx, key))?;
+            if !revoked {
+                return Err(ApiError::new(
+                    400,
+                    0,
+                    format!("Invalid access key: access_key={key}"),
+                ));
+            }
+            ctx.auth.forget(key);
+            Ok(json!({ "revoked": 1 }))
+        }),
         "auth.validate_token" => req.opt_str("token").map(|token| {
             match ctx.auth.verify(token.unwrap_or_default()) {
                 Ok(c) => {

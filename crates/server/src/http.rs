@@ -242,6 +242,7 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
     let version = version.unwrap_or_else(|| crate::auth::API_VERSION.to_string());
     // The token first: nothing of the body of a request without a valid one is read.
     let public = api::is_public(&endpoint);
+    let mut caller = None;
     if !public {
         let auth = parts
             .headers
@@ -249,8 +250,9 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .or_else(|| cookie_token(&parts.headers).map(|t| format!("Bearer {t}")));
-        if let Err(e) = ctx.auth.check_header(auth.as_deref()) {
-            return envelope(&endpoint, &version, Err(e));
+        match ctx.auth.check_header(auth.as_deref()) {
+            Ok(c) => caller = Some(c),
+            Err(e) => return envelope(&endpoint, &version, Err(e)),
         }
     }
     let limit = if public { MAX_PUBLIC_BODY } else { MAX_BODY };
@@ -305,6 +307,7 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
         body,
         lines,
         bad_lines,
+        caller,
         worker_header,
     };
     let wait_ms = if endpoint == "queues.get_next_task" {

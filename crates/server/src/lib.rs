@@ -29,7 +29,7 @@ mod tasks;
 mod workers;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,6 +176,19 @@ impl Server {
             limits,
             "files server",
         )));
+        // Keys revoked by another process (`server keys revoke`) stop working within seconds.
+        let keys_ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KEY_RELOAD).await;
+                let c = keys_ctx.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || c.auth.reload(&c.store)).await
+                {
+                    tracing::warn!("cannot re-read the access keys: {e}");
+                }
+            }
+        }));
         let watchdog_ctx = ctx.clone();
         let timeout = config.task_timeout_sec.max(1);
         tasks.push(tokio::spawn(async move {
@@ -230,6 +243,37 @@ impl Server {
             t.abort();
         }
     }
+}
+
+/// How often a running server re-reads the access keys from its database.
+pub const KEY_RELOAD: Duration = Duration::from_secs(2);
+
+/// The database of a data folder that must already hold one (for `server keys`).
+fn existing_store(data_dir: &Path) -> Result<store::Store, ServerError> {
+    let db = data_dir.join("server.sqlite3");
+    if !db.is_file() {
+        return Err(ServerError::DataDir(
+            data_dir.to_path_buf(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no server database here (has the server been started with this --data-dir?)",
+            ),
+        ));
+    }
+    store::Store::open(&db).map_err(|e| ServerError::Database(db, e))
+}
+
+/// The access keys a server with this data folder accepts (secrets are not shown).
+pub fn list_keys(data_dir: &Path) -> Result<Vec<String>, ServerError> {
+    let store = existing_store(data_dir)?;
+    Ok(store.write(|tx| auth::access_keys(tx))?)
+}
+
+/// Revokes an access key: it can no longer log in, and tokens obtained with it stop working
+/// (within [`KEY_RELOAD`] in a running server). `false` when there is no such key.
+pub fn revoke_key(data_dir: &Path, access_key: &str) -> Result<bool, ServerError> {
+    let store = existing_store(data_dir)?;
+    Ok(store.write(|tx| auth::revoke(tx, access_key))?)
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServerError> {

@@ -14,6 +14,8 @@ pub struct Req {
     /// json-lines items that could not be read, as `(line index, message)`: `events.add_batch`
     /// stores the good lines and reports these; other endpoints refuse the call.
     pub bad_lines: Vec<(usize, String)>,
+    /// Who is calling (`None` for the endpoints that need no token).
+    pub caller: Option<crate::auth::Caller>,
     /// The `X-ClearML-Worker` header.
     pub worker_header: Option<String>,
 }

@@ -25,6 +25,7 @@ fn body(v: Value) -> Req {
         body: v.as_object().unwrap().clone(),
         lines: None,
         bad_lines: Vec::new(),
+        caller: None,
         worker_header: None,
     }
 }
@@ -39,6 +40,7 @@ fn lines(events: Vec<Value>) -> Req {
                 .collect(),
         ),
         bad_lines: Vec::new(),
+        caller: None,
         worker_header: Some("host:0".into()),
     }
 }

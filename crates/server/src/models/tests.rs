@@ -32,6 +32,7 @@ fn body(v: Value) -> Req {
         body: v.as_object().unwrap().clone(),
         lines: None,
         bad_lines: Vec::new(),
+        caller: None,
         worker_header: None,
     }
 }
