@@ -5,9 +5,11 @@
 //!   request in flight, if any, is answered); the longest quiet request is a long poll of
 //!   `queues.get_next_task` (25 s), far below the default, and a quiet request in flight is
 //!   waited for another minute;
-//! - at most `max_connections` are open at once; past that, new connections are closed at once
-//!   and a warning says so (at most every 10 s), which keeps the process below its file limit
-//!   and the connections it has served.
+//! - at most `max_connections` are open at once, and never more than the file limit allows
+//!   (a quarter of it, less 64 for the database and open files: two listeners, and a request
+//!   may hold a file too); past that, new connections are closed at once and a warning says so
+//!   (at most every 10 s), so the process never runs out of file descriptors. At start the
+//!   soft file limit is raised to the hard one (to 65,536 at most).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +31,26 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+}
+
+/// Raises the soft limit on open files to the hard one (65,536 at most) and returns how many
+/// connections one listener may hold: `wanted`, or fewer when the file limit is lower.
+pub fn connection_cap(wanted: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.unwrap_or(65_536).min(65_536);
+    if limit.current.is_some_and(|c| c < target) {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = limit.current.unwrap_or(65_536);
+    let fit = usize::try_from(files.saturating_sub(64) / 4).unwrap_or(usize::MAX);
+    wanted.min(fit).max(1)
 }
 
 /// Serves `router` on `listener` until the task is aborted.

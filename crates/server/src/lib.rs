@@ -50,11 +50,12 @@ pub struct ServerConfig {
     pub task_timeout_sec: i64,
     /// Workers vanish this long after their last report (the real server: 600 s).
     pub worker_timeout_sec: i64,
-    /// A request's headers must arrive within this (30 s).
+    /// A request's headers must arrive within this (10 s).
     pub header_read_timeout: Duration,
     /// A connection with nothing moving for this long is closed (120 s).
     pub idle_timeout: Duration,
-    /// Open connections per port (API, files) at most (512); more are closed at once.
+    /// Open connections per port (API, files) at most (512, fewer when the open-file limit
+    /// is low); more are closed at once.
     pub max_connections: usize,
 }
 
@@ -68,7 +69,7 @@ impl ServerConfig {
             credential: None,
             task_timeout_sec: 7200,
             worker_timeout_sec: 600,
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 512,
         }
@@ -161,8 +162,16 @@ impl Server {
         let limits = conn::Limits {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
+            max_connections: conn::connection_cap(config.max_connections),
         };
+        if limits.max_connections < config.max_connections {
+            let w = format!(
+                "the open-file limit allows {} connections per port, not {}",
+                limits.max_connections, config.max_connections
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(conn::serve(
             api_listener,
