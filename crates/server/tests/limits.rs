@@ -81,8 +81,10 @@ fn send_big(addr: SocketAddr, path: &str, size: usize, declare_length: bool) -> 
         body_sent += chunk.len();
     }
     if ok {
-        let tail = format!("{}0]}}", "0,".repeat((size - body_sent - 3) / 2));
-        ok = send(&mut s, &tail.as_bytes()[..size - body_sent]);
+        let rest = size - body_sent - 3;
+        let pad = if rest % 2 == 1 { " " } else { "" };
+        let tail = format!("{}{pad}0]}}", "0,".repeat(rest / 2));
+        ok = send(&mut s, tail.as_bytes());
         if ok && !declare_length {
             ok = s.write_all(b"0\r\n\r\n").is_ok();
         }
