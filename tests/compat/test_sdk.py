@@ -103,6 +103,8 @@ def test_console_and_text_via_task_log(reported, api):
     text = "\n".join(e.get("msg", "") for e in events)
     assert f"console line {reported.marker}" in text  # print() captured by the SDK
     assert f"report_text {reported.marker}" in text  # logger.report_text
+    # a lone surrogate (an undecodable file name byte) arrives as U+FFFD, with its batch
+    assert f"undecodable file_\ufffd.txt {reported.marker}" in text
     assert all(e.get("task") == reported.task_id for e in events)
     assert all(e.get("type") == "log" for e in events)
     # asc order: timestamps never go backwards

@@ -92,7 +92,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 8080)]
     pub web_port: u16,
     /// Where the database and uploaded files live (default: ~/.clearml/server)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Accept this access key (with --secret-key); without keys, a pair is generated on first start
     #[arg(long, requires = "secret_key", env = "CLEARML_SERVER_ACCESS_KEY")]
@@ -108,6 +108,8 @@ pub struct ServerArgs {
     /// Stop in-progress tasks that sent no report for this many seconds
     #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
     pub task_timeout: i64,
+    #[command(subcommand)]
+    pub command: Option<crate::server_keys::ServerCommand>,
 }
 
 #[derive(Debug, Args)]

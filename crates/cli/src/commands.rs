@@ -124,6 +124,9 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
         )
         .join(".clearml/server"),
     };
+    if let Some(command) = &args.command {
+        return crate::server_keys::run(&data_dir, command);
+    }
     let mut config = clearml_server::ServerConfig::new(data_dir.clone());
     config.host = args.host.clone();
     config.port = args.port;
@@ -148,9 +151,16 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .web_addr()
             .map_or_else(|| api.clone(), |a| format!("http://{a}"));
         let c = server.credential();
-        if server.generated_credentials() {
-            println!("Created credentials (stored in {})", data_dir.display());
+        for warning in server.warnings() {
+            eprintln!("warning: {warning}");
         }
+        // The secret is shown once, when it is made; later starts show the key only.
+        let secret = if server.generated_credentials() {
+            println!("Created credentials (stored in {})", data_dir.display());
+            c.secret_key.clone()
+        } else {
+            "<the secret key given with this access key>".to_string()
+        };
         println!(
             "ClearML-compatible server listening: API {api}, files {files}, data in {}\n\
              Paste this into `clearml-agent init` (or put it in ~/clearml.conf):\n\n\
@@ -158,7 +168,7 @@ fn server(opts: &LoadOptions, args: &ServerArgs) -> anyhow::Result<ExitCode> {
              credentials {{\n        \"access_key\" = \"{}\"\n        \"secret_key\" = \"{}\"\n    }}\n}}\n",
             data_dir.display(),
             c.access_key,
-            c.secret_key
+            secret
         );
         match (server.web_addr(), server.web_signin_link(), server.web_error()) {
             (Some(addr), Some(link), _) => println!(

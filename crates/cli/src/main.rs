@@ -12,6 +12,7 @@ mod completions;
 mod doctor;
 mod init;
 mod progress;
+mod server_keys;
 mod service;
 mod slurm_cmd;
 mod task_cmds;

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub workers: Mutex<HashMap<String, Doc>>,
     /// Wakes long-polling `queues.get_next_task` calls when a task is enqueued.
     pub queue_changed: tokio::sync::Notify,
+    /// Bounds the request bodies read and parsed at once (see [`crate::http::BODY_BUDGET`]).
+    pub body_budget: tokio::sync::Semaphore,
     /// A worker is considered gone this long after its last report (the real default is 600 s).
     pub worker_timeout_sec: i64,
     /// `tasks.stop` stops a task at once when no worker reported on it for this long.
@@ -83,7 +85,22 @@ pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiErr
 
 fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
     let r = match endpoint {
-        "auth.login" => ctx.auth.issue().map(|t| json!({ "token": t })),
+        "auth.login" => ctx
+            .auth
+            .issue(req.caller.as_ref())
+            .map(|t| json!({ "token": t })),
+        "auth.revoke_credentials" => req.str("access_key").and_then(|key| {
+            let revoked = ctx.store.write(|tx| crate::auth::revoke(tx, key))?;
+            if !revoked {
+                return Err(ApiError::new(
+                    400,
+                    0,
+                    format!("Invalid access key: access_key={key}"),
+                ));
+            }
+            ctx.auth.forget(key);
+            Ok(json!({ "revoked": 1 }))
+        }),
         "auth.validate_token" => req.opt_str("token").map(|token| {
             match ctx.auth.verify(token.unwrap_or_default()) {
                 Ok(c) => {
@@ -173,6 +190,7 @@ pub(crate) fn test_ctx() -> (tempfile::TempDir, Ctx) {
         auth,
         workers: Mutex::new(HashMap::new()),
         queue_changed: tokio::sync::Notify::new(),
+        body_budget: tokio::sync::Semaphore::new(crate::http::BODY_BUDGET),
         worker_timeout_sec: 600,
         task_update_timeout_sec: 600,
     };

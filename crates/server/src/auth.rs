@@ -4,6 +4,13 @@
 //! expiry, so tokens are real HS256 JWTs with the claims the real server puts in them. The
 //! signing secret is created once and kept in the database: tokens stay valid across restarts,
 //! which matters because the Python clients retry a 401 with the stale header (server-api.md §2.4).
+//!
+//! A token names the access key it was obtained with (`access_key` claim) and the time of the
+//! key login it descends from (`login_iat`): a token stops working when its key is revoked,
+//! and logging in with a token gives one that expires with the first (no renewal for ever).
+//! Tokens from before these claims are refused once any key has been revoked after they were
+//! issued. The key list is re-read from the database every few seconds, so a revocation made
+//! by `clearml-agent server keys revoke` (another process) takes effect in a running server.
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -39,6 +46,19 @@ pub struct Claims {
     pub server_version: String,
     pub server_build: String,
     pub feature_set: String,
+    /// The access key the token descends from (absent in tokens of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    /// When that key logged in; a token's expiry is never later than this plus 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_iat: Option<i64>,
+}
+
+/// Who made a call: the key, and when it logged in.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub access_key: Option<String>,
+    pub login_iat: i64,
 }
 
 /// A key pair that may log in.
@@ -53,7 +73,51 @@ pub struct Auth {
     secret: Vec<u8>,
     /// Shared so that keys made by `auth.create_credentials` work at once.
     credentials: std::sync::Arc<std::sync::RwLock<Vec<Credential>>>,
+    /// When a key was last revoked (seconds; 0: never).
+    revoked_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
     pub identity: Identity,
+}
+
+/// The stored key pairs.
+fn stored_credentials(tx: &crate::store::Tx<'_>) -> Result<Vec<Credential>, ApiError> {
+    match tx.meta("credentials")? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| ApiError::internal(format!("stored credentials: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn stored_revoked_at(tx: &crate::store::Tx<'_>) -> Result<i64, ApiError> {
+    Ok(tx
+        .meta("keys_revoked_at")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The stored access keys.
+pub fn access_keys(tx: &crate::store::Tx<'_>) -> Result<Vec<String>, ApiError> {
+    Ok(stored_credentials(tx)?
+        .into_iter()
+        .map(|c| c.access_key)
+        .collect())
+}
+
+/// Removes a key pair from the store; `false` when there was no such key. Tokens it issued
+/// stop working (at once in this process, within seconds in a running server).
+pub fn revoke(tx: &mut crate::store::Tx<'_>, access_key: &str) -> Result<bool, ApiError> {
+    let mut all = stored_credentials(tx)?;
+    let before = all.len();
+    all.retain(|c| c.access_key != access_key);
+    if all.len() == before {
+        return Ok(false);
+    }
+    let text = serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
+    tx.set_meta("credentials", &text)?;
+    tx.set_meta(
+        "keys_revoked_at",
+        &chrono::Utc::now().timestamp().to_string(),
+    )?;
+    Ok(true)
 }
 
 impl Auth {
@@ -85,11 +149,8 @@ impl Auth {
                     c
                 }
             };
-            let mut credentials: Vec<Credential> = match tx.meta("credentials")? {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| ApiError::internal(format!("stored credentials: {e}")))?,
-                None => Vec::new(),
-            };
+            let mut credentials = stored_credentials(tx)?;
+            let revoked_at = stored_revoked_at(tx)?;
             if let Some(c) = extra {
                 if !credentials.iter().any(|x| x.access_key == c.access_key) {
                     credentials.push(c);
@@ -107,6 +168,7 @@ impl Auth {
             Ok(Auth {
                 secret: secret.into_bytes(),
                 credentials: std::sync::Arc::new(std::sync::RwLock::new(credentials)),
+                revoked_at: std::sync::Arc::new(revoked_at.into()),
                 identity: Identity {
                     user,
                     company,
@@ -134,13 +196,49 @@ impl Auth {
             .push(c);
     }
 
-    /// A new token for the identity.
-    pub fn issue(&self) -> Result<String, ApiError> {
+    /// Re-reads the key list and the last revocation time (another process may have changed
+    /// them: `server keys revoke`).
+    pub fn reload(&self, store: &Store) -> Result<(), ApiError> {
+        let (credentials, revoked_at) =
+            store.write(|tx| Ok((stored_credentials(tx)?, stored_revoked_at(tx)?)))?;
+        *self
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = credentials;
+        self.revoked_at
+            .store(revoked_at, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Forgets a key at once in this process (it is already removed from the store).
+    pub fn forget(&self, access_key: &str) {
+        self.credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|c| c.access_key != access_key);
+        self.revoked_at.store(
+            chrono::Utc::now().timestamp(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn has_key(&self, access_key: &str) -> bool {
+        self.credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|c| c.access_key == access_key)
+    }
+
+    /// A new token for the identity, for `caller` (`None`: a token with no key behind it,
+    /// for tests).
+    pub fn issue(&self, caller: Option<&Caller>) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
+        let login_iat = caller.map_or(now, |c| c.login_iat.min(now));
         let claims = Claims {
             identity: self.identity.clone(),
             iat: now,
-            exp: now + TOKEN_SECONDS,
+            exp: login_iat + TOKEN_SECONDS,
             session_id: crate::req::new_id(),
             env: "<unknown>".into(),
             auth_type: "Bearer".into(),
@@ -148,6 +246,8 @@ impl Auth {
             server_version: SERVER_VERSION.into(),
             server_build: "embedded".into(),
             feature_set: "basic".into(),
+            access_key: caller.and_then(|c| c.access_key.clone()),
+            login_iat: Some(login_iat),
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -157,17 +257,32 @@ impl Auth {
         .map_err(|e| ApiError::internal(format!("token: {e}")))
     }
 
-    /// Checks a bearer token.
+    /// Checks a bearer token: signature, expiry, and that its key was not revoked since.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = true;
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &validation)
-            .map(|d| d.claims)
-            .map_err(|e| ApiError::unauthorized(30, format!("Invalid token ({e})")))
+        let claims = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&self.secret),
+            &validation,
+        )
+        .map(|d| d.claims)
+        .map_err(|e| ApiError::unauthorized(30, format!("Invalid token ({e})")))?;
+        let revoked = match &claims.access_key {
+            Some(key) => !self.has_key(key),
+            None => claims.iat <= self.revoked_at.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        if revoked {
+            return Err(ApiError::unauthorized(
+                30,
+                "Invalid token (the access key it was issued for was revoked)",
+            ));
+        }
+        Ok(claims)
     }
 
-    /// Checks an `Authorization` header (Basic or Bearer).
-    pub fn check_header(&self, header: Option<&str>) -> Result<(), ApiError> {
+    /// Checks an `Authorization` header (Basic or Bearer): who is calling.
+    pub fn check_header(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let Some(h) = header else {
             return Err(ApiError::unauthorized(
                 20,
@@ -175,7 +290,10 @@ impl Auth {
             ));
         };
         if let Some(token) = h.strip_prefix("Bearer ") {
-            return self.verify(token.trim()).map(|_| ());
+            return self.verify(token.trim()).map(|c| Caller {
+                login_iat: c.login_iat.unwrap_or(c.iat),
+                access_key: c.access_key,
+            });
         }
         if let Some(b64) = h.strip_prefix("Basic ") {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -195,7 +313,10 @@ impl Auth {
                 .iter()
                 .any(|c| c.access_key == key && constant_eq(&c.secret_key, secret))
             {
-                return Ok(());
+                return Ok(Caller {
+                    access_key: Some(key.to_string()),
+                    login_iat: chrono::Utc::now().timestamp(),
+                });
             }
             return Err(ApiError::unauthorized(22, "Invalid credentials"));
         }

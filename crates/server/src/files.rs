@@ -711,34 +711,6 @@ async fn post_path(
     }
 }
 
-/// Python's `urllib.parse.unquote_plus`: `+` is a space, `%XX` a byte, bad escapes stay as they
-/// are, and invalid UTF-8 becomes U+FFFD.
-fn unquote_plus(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Deletes one `delete_many` entry; `Err` is the message it is filed under in `errors`.
 fn delete_entry(root: &Path, path: &str) -> Result<(), String> {
     if path.trim_matches('/').is_empty() {
@@ -792,7 +764,7 @@ async fn delete_many(files: &Files, headers: &HeaderMap, body: &[u8]) -> Result<
         for entry in entries {
             let (label, outcome) = match &entry {
                 Value::String(file) => {
-                    let path = unquote_plus(file);
+                    let path = crate::req::unquote_plus(file);
                     let outcome = delete_entry(&root, &path).map(|()| path);
                     (file.clone(), outcome)
                 }
@@ -850,14 +822,6 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Full);
         assert_eq!(parse_range("items=0-1", 100), RangeSpec::Full);
         assert_eq!(parse_range("bytes=x-1", 100), RangeSpec::Full);
-    }
-
-    #[test]
-    fn unquote_plus_like_python() {
-        assert_eq!(unquote_plus("a+b%20c%2Fd"), "a b c/d");
-        assert_eq!(unquote_plus("100%"), "100%");
-        assert_eq!(unquote_plus("%zz%4"), "%zz%4");
-        assert_eq!(unquote_plus("%D0%BF"), "п");
     }
 
     #[test]

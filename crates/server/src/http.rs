@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,18 +12,21 @@ use serde_json::{Map, Value, json};
 
 use crate::api::{self, Ctx};
 use crate::error::ApiError;
-use crate::req::{Req, new_id};
+use crate::req::{Req, new_id, unquote_plus};
 
-/// Bodies larger than this are refused (the SDK splits batches at 15 MiB).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Bodies larger than this are refused with a 413 (the SDK splits batches at 15 MiB).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The endpoints that answer without a token (`debug.ping` echoes its body) read at most this.
+pub const MAX_PUBLIC_BODY: usize = 64 * 1024;
+/// At most this many bytes of request bodies are read and parsed at once, all requests
+/// together; the rest wait their turn. A parsed JSON value can be 30 times its text, so this,
+/// not the per-request limit, is what bounds the memory requests can take.
+pub const BODY_BUDGET: usize = MAX_BODY;
 /// The longest wait a `queues.get_next_task` long poll may ask for.
 const MAX_WAIT_MS: i64 = 25_000;
 
 pub fn router(ctx: Arc<Ctx>) -> axum::Router {
-    axum::Router::new()
-        .fallback(handle)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx)
+    axum::Router::new().fallback(handle).with_state(ctx)
 }
 
 /// `(requested version, endpoint)` from a request path, or `None` when it is not an API path.
@@ -86,8 +89,8 @@ fn merge_query(body: &mut Map<String, Value>, query: Option<&str>) {
     let Some(q) = query else { return };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k);
-        let v = percent_decode(v);
+        let k = unquote_plus(k);
+        let v = unquote_plus(v);
         let value = if v == "true" {
             json!(true)
         } else if v == "false" {
@@ -103,35 +106,16 @@ fn merge_query(body: &mut Map<String, Value>, query: Option<&str>) {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses the body: a JSON object, or json-lines (one object per line) for batch endpoints.
 /// A request's JSON object, and its lines when it was json-lines.
-type ParsedBody = (Map<String, Value>, Option<Vec<Map<String, Value>>>);
+/// The lines that are not JSON objects come back apart, with their index and the reason.
+type ParsedBody = (
+    Map<String, Value>,
+    Option<Vec<Map<String, Value>>>,
+    Vec<(usize, String)>,
+);
 
-fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<ParsedBody, ApiError> {
+fn parse_body(headers: &HeaderMap, bytes: &[u8]) -> Result<ParsedBody, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -139,12 +123,12 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<ParsedBody, ApiError
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::validation("the request body is not UTF-8"))?;
     if text.trim().is_empty() {
-        return Ok((Map::new(), None));
+        return Ok((Map::new(), None, Vec::new()));
     }
     let json_lines = content_type.contains("json-lines") || content_type.contains("jsonlines");
     if !json_lines {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => return Ok((m, None)),
+        match parse_json(text) {
+            Ok(Value::Object(m)) => return Ok((m, None, Vec::new())),
             Ok(_) => {
                 return Err(ApiError::validation(
                     "the request body must be a JSON object",
@@ -161,26 +145,78 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Result<ParsedBody, ApiError
         }
     }
     let mut lines = Vec::new();
+    let mut bad = Vec::new();
     for (i, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        match serde_json::from_str::<Value>(line) {
+        match parse_json(line) {
             Ok(Value::Object(m)) => lines.push(m),
-            Ok(_) => {
-                return Err(ApiError::validation(format!(
-                    "batch item #{i} is not a JSON object"
-                )));
-            }
-            Err(e) => {
-                return Err(ApiError::validation(format!(
-                    "invalid JSON in batch item #{i}: {e}"
-                )));
-            }
+            Ok(_) => bad.push((i, "not a JSON object".to_string())),
+            Err(e) => bad.push((i, e.to_string())),
         }
     }
-    Ok((Map::new(), Some(lines)))
+    Ok((Map::new(), Some(lines), bad))
+}
+
+/// `serde_json` with Python's leniency for lone UTF-16 surrogates: Python's `json` writes
+/// `"\udcff"` for a byte `os.fsdecode` could not decode, and reads it back, but `serde_json`
+/// refuses it. Such a half of a pair becomes U+FFFD, so the line is kept.
+fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
+    match serde_json::from_str(text) {
+        Err(e) if text.contains("\\u") => match replace_lone_surrogates(text) {
+            Some(fixed) => serde_json::from_str(&fixed),
+            None => Err(e),
+        },
+        r => r,
+    }
+}
+
+/// The text with every `\uXXXX` escape of a lone surrogate replaced by `\ufffd`; `None` when
+/// there is none (the error was something else).
+fn replace_lone_surrogates(text: &str) -> Option<String> {
+    fn escape_at(b: &[u8], i: usize) -> Option<u16> {
+        if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = std::str::from_utf8(b.get(i + 2..i + 6)?).ok()?;
+        if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u16::from_str_radix(hex, 16).ok()
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match escape_at(b, i) {
+            Some(0xD800..=0xDBFF)
+                if escape_at(b, i + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) =>
+            {
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.push_str(&text[copied..i]);
+                out.push_str("\\ufffd");
+                changed = true;
+                i += 6;
+                copied = i;
+            }
+            // Any other escape is two characters (or six for `\u`); skipping it keeps an
+            // escaped backslash from starting a false escape.
+            Some(_) => i += 6,
+            None => i += 2,
+        }
+    }
+    out.push_str(&text[copied..]);
+    changed.then_some(out)
 }
 
 async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
@@ -204,34 +240,64 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
         );
     };
     let version = version.unwrap_or_else(|| crate::auth::API_VERSION.to_string());
-    let bytes = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            return envelope(
-                &endpoint,
-                &version,
-                Err(ApiError::validation(format!(
-                    "cannot read the request body: {e}"
-                ))),
-            );
-        }
-    };
-    let (mut body, lines) = match parse_body(&parts.headers, &bytes) {
-        Ok(b) => b,
-        Err(e) => return envelope(&endpoint, &version, Err(e)),
-    };
-    merge_query(&mut body, parts.uri.query());
-    if !api::is_public(&endpoint) {
+    // The token first: nothing of the body of a request without a valid one is read.
+    let public = api::is_public(&endpoint);
+    let mut caller = None;
+    if !public {
         let auth = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .or_else(|| cookie_token(&parts.headers).map(|t| format!("Bearer {t}")));
-        if let Err(e) = ctx.auth.check_header(auth.as_deref()) {
-            return envelope(&endpoint, &version, Err(e));
+        match ctx.auth.check_header(auth.as_deref()) {
+            Ok(c) => caller = Some(c),
+            Err(e) => return envelope(&endpoint, &version, Err(e)),
         }
     }
+    let limit = if public { MAX_PUBLIC_BODY } else { MAX_BODY };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return envelope(&endpoint, &version, Err(too_large(limit)));
+    }
+    // Wait for a share of the body budget (a body of unknown length reserves the limit).
+    let reserve = declared.map_or(limit, |n| n as usize).clamp(1, BODY_BUDGET);
+    let Ok(_permit) = ctx
+        .body_budget
+        .acquire_many(u32::try_from(reserve).unwrap_or(u32::MAX))
+        .await
+    else {
+        return envelope(
+            &endpoint,
+            &version,
+            Err(ApiError::internal("the server is shutting down")),
+        );
+    };
+    let bytes = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(e) => return envelope(&endpoint, &version, Err(e)),
+    };
+    let (mut body, lines, bad_lines) = match parse_body(&parts.headers, &bytes) {
+        Ok(b) => b,
+        Err(e) => return envelope(&endpoint, &version, Err(e)),
+    };
+    drop(bytes);
+    if endpoint != "events.add_batch"
+        && let Some((i, e)) = bad_lines.first()
+    {
+        return envelope(
+            &endpoint,
+            &version,
+            Err(ApiError::validation(format!(
+                "invalid JSON in batch item #{i}: {e}"
+            ))),
+        );
+    }
+    merge_query(&mut body, parts.uri.query());
     let worker_header = ["x-clearml-worker", "x-trains-worker"]
         .iter()
         .find_map(|h| parts.headers.get(*h))
@@ -240,6 +306,8 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
     let req = Req {
         body,
         lines,
+        bad_lines,
+        caller,
         worker_header,
     };
     let wait_ms = if endpoint == "queues.get_next_task" {
@@ -272,6 +340,39 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
                 Err(ApiError::not_found_endpoint(&endpoint, &version)),
             ),
         };
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        413,
+        0,
+        format!("Request body too large (the limit is {limit} bytes)"),
+    )
+}
+
+/// Reads a body of at most `limit` bytes; a longer one is a 413 as soon as it passes the limit.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use axum::body::HttpBody as _;
+    let mut out = Vec::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok(out),
+            Some(Err(e)) => {
+                return Err(ApiError::validation(format!(
+                    "cannot read the request body: {e}"
+                )));
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > limit {
+                        return Err(too_large(limit));
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
     }
 }
 
@@ -329,12 +430,44 @@ mod tests {
     }
 
     #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        // What Python's json writes for `os.fsdecode(b"file_\\xff.txt")`.
+        let v = parse_json(r#"{"msg": "file_\udcff.txt", "ok": "\ud83d\ude00", "lit": "\\udcff"}"#)
+            .expect("accepted");
+        assert_eq!(v["msg"], json!("file_\u{fffd}.txt"));
+        assert_eq!(v["ok"], json!("\u{1f600}"));
+        assert_eq!(v["lit"], json!("\\udcff"));
+        let v =
+            parse_json(r#"["\ud800", "\udbff\u0041", "\ud800\ud800\udc00"]"#).expect("accepted");
+        assert_eq!(v, json!(["\u{fffd}", "\u{fffd}A", "\u{fffd}\u{10000}"]));
+        assert!(
+            parse_json(r#"{"a": "\udcff"#).is_err(),
+            "still JSON: unterminated"
+        );
+    }
+
+    #[test]
+    fn a_bad_line_does_not_lose_its_batch() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json-lines"),
+        );
+        let text = "{\"a\": 1}\n{\"b\": \n[1]\n{\"c\": \"\\udcff\"}\n";
+        let (_, lines, bad) = parse_body(&h, text.as_bytes()).expect("parsed");
+        let lines = lines.expect("json-lines");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["c"], json!("\u{fffd}"));
+        assert_eq!(bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
     fn query_values_are_typed() {
         let mut m = Map::new();
-        merge_query(&mut m, Some("a=1&b=true&c=x%20y&d=1.5"));
+        merge_query(&mut m, Some("a=1&b=true&c=x%20y&d=1.5&e=%41"));
         assert_eq!(
             Value::Object(m),
-            json!({"a": 1, "b": true, "c": "x y", "d": 1.5})
+            json!({"a": 1, "b": true, "c": "x y", "d": 1.5, "e": "A"})
         );
     }
 }

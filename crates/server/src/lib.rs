@@ -14,11 +14,13 @@
 
 mod api;
 mod auth;
+mod conn;
 mod error;
 mod events;
 pub mod files;
 mod http;
 mod models;
+mod private;
 mod projects;
 mod query;
 mod queues;
@@ -29,7 +31,7 @@ mod web;
 mod workers;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,13 @@ pub struct ServerConfig {
     pub task_timeout_sec: i64,
     /// Workers vanish this long after their last report (the real server: 600 s).
     pub worker_timeout_sec: i64,
+    /// A request's headers must arrive within this (10 s).
+    pub header_read_timeout: Duration,
+    /// A connection with nothing moving for this long is closed (120 s).
+    pub idle_timeout: Duration,
+    /// Open connections per port (API, files) at most (512, fewer when the open-file limit
+    /// is low); more are closed at once.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -66,6 +75,9 @@ impl ServerConfig {
             credential: None,
             task_timeout_sec: 7200,
             worker_timeout_sec: 600,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 512,
         }
     }
 }
@@ -89,18 +101,22 @@ pub struct Server {
     credential: Credential,
     generated: bool,
     web: Result<Option<web::Started>, String>,
+    warnings: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     /// Opens the data folder, binds both ports and starts serving in the background.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
+        let mut warnings = private::prepare_data_dir(&config.data_dir)?;
         let files_root = config.data_dir.join("files");
         std::fs::create_dir_all(&files_root)
             .map_err(|e| ServerError::DataDir(files_root.clone(), e))?;
         let db_path = config.data_dir.join("server.sqlite3");
+        warnings.extend(private::prepare_db_files(&db_path)?);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         let store =
             store::Store::open(&db_path).map_err(|e| ServerError::Database(db_path.clone(), e))?;
 
@@ -129,6 +145,7 @@ impl Server {
             auth,
             workers: std::sync::Mutex::new(Default::default()),
             queue_changed: tokio::sync::Notify::new(),
+            body_budget: tokio::sync::Semaphore::new(http::BODY_BUDGET),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
         });
@@ -149,6 +166,19 @@ impl Server {
             .local_addr()
             .map_err(|e| ServerError::Bind(config.host.clone(), e))?;
 
+        let limits = conn::Limits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: conn::connection_cap(config.max_connections),
+        };
+        if limits.max_connections < config.max_connections {
+            let w = format!(
+                "the open-file limit allows {} connections per port, not {}",
+                limits.max_connections, config.max_connections
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
         let mut tasks = Vec::new();
         let web = match config.web_port {
             None => Ok(None),
@@ -159,6 +189,8 @@ impl Server {
                     files_router.clone(),
                     files_addr.port(),
                     listener,
+                    limits,
+                    credential.access_key.clone(),
                 )
                 .map(|(started, handle)| {
                     tasks.push(handle);
@@ -168,14 +200,29 @@ impl Server {
                 Err(e) => Err(e.to_string()),
             },
         };
+        tasks.push(tokio::spawn(conn::serve(
+            api_listener,
+            api_router,
+            limits,
+            "API server",
+        )));
+        tasks.push(tokio::spawn(conn::serve(
+            files_listener,
+            files_router,
+            limits,
+            "files server",
+        )));
+        // Keys revoked by another process (`server keys revoke`) stop working within seconds.
+        let keys_ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(api_listener, api_router).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        }));
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(files_listener, files_router).await {
-                tracing::error!("files server stopped: {e}");
+            loop {
+                tokio::time::sleep(KEY_RELOAD).await;
+                let c = keys_ctx.clone();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || c.auth.reload(&c.store)).await
+                {
+                    tracing::warn!("cannot re-read the access keys: {e}");
+                }
             }
         }));
         let watchdog_ctx = ctx.clone();
@@ -198,6 +245,7 @@ impl Server {
             credential,
             generated,
             web,
+            warnings,
             tasks,
         })
     }
@@ -241,6 +289,11 @@ impl Server {
         self.generated
     }
 
+    /// What the start found worth telling the operator (a data folder others can read).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
         shutdown.await;
@@ -248,6 +301,37 @@ impl Server {
             t.abort();
         }
     }
+}
+
+/// How often a running server re-reads the access keys from its database.
+pub const KEY_RELOAD: Duration = Duration::from_secs(2);
+
+/// The database of a data folder that must already hold one (for `server keys`).
+fn existing_store(data_dir: &Path) -> Result<store::Store, ServerError> {
+    let db = data_dir.join("server.sqlite3");
+    if !db.is_file() {
+        return Err(ServerError::DataDir(
+            data_dir.to_path_buf(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no server database here (has the server been started with this --data-dir?)",
+            ),
+        ));
+    }
+    store::Store::open(&db).map_err(|e| ServerError::Database(db, e))
+}
+
+/// The access keys a server with this data folder accepts (secrets are not shown).
+pub fn list_keys(data_dir: &Path) -> Result<Vec<String>, ServerError> {
+    let store = existing_store(data_dir)?;
+    Ok(store.write(|tx| auth::access_keys(tx))?)
+}
+
+/// Revokes an access key: it can no longer log in, and tokens obtained with it stop working
+/// (within [`KEY_RELOAD`] in a running server). `false` when there is no such key.
+pub fn revoke_key(data_dir: &Path, access_key: &str) -> Result<bool, ServerError> {
+    let store = existing_store(data_dir)?;
+    Ok(store.write(|tx| auth::revoke(tx, access_key))?)
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServerError> {

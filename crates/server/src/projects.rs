@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::api::Ctx;
 use crate::error::ApiError;
-use crate::req::{Req, new_id, now_iso, regex_search};
+use crate::req::{NameFilter, Req, new_id, now_iso};
 use crate::store::{Doc, Tx};
 
 const KIND: &str = "projects";
@@ -134,7 +134,7 @@ pub fn ensure(ctx: &Ctx, tx: &mut Tx<'_>, name: &str) -> Result<String, ApiError
 
 fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let ids = req.str_list("id")?;
-    let name = req.opt_str("name")?;
+    let name = req.opt_str("name")?.map(NameFilter::new);
     let search_hidden = req.bool_or("search_hidden", false)? || ids.is_some();
     let mut docs = tx.all(KIND)?;
     docs.retain(|p| {
@@ -142,9 +142,9 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         if ids.as_ref().is_some_and(|ids| !ids.iter().any(|i| i == id)) {
             return false;
         }
-        if let Some(pattern) = name {
+        if let Some(pattern) = &name {
             let n = p.get("name").and_then(Value::as_str).unwrap_or_default();
-            if !regex_search(pattern, n) {
+            if !pattern.is_match(n) {
                 return false;
             }
         }

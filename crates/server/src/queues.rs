@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::api::Ctx;
 use crate::error::ApiError;
-use crate::req::{Req, new_id, now_iso, project, regex_search};
+use crate::req::{NameFilter, Req, new_id, now_iso, project};
 use crate::store::{Doc, Tx};
 
 const KIND: &str = "queues";
@@ -427,7 +427,7 @@ fn get_next_task(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
 
 fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     let ids = req.str_list("id")?;
-    let name = req.opt_str("name")?;
+    let name = req.opt_str("name")?.map(NameFilter::new);
     let tags = req.str_list("tags")?;
     let system_tags = req.str_list("system_tags")?;
     let search_hidden = req.bool_or("search_hidden", false)? || ids.is_some() || name.is_some();
@@ -438,9 +438,9 @@ fn get_all(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
         if ids.as_ref().is_some_and(|ids| !ids.iter().any(|i| i == id)) {
             return false;
         }
-        if let Some(p) = name {
+        if let Some(p) = &name {
             let n = q.get("name").and_then(Value::as_str).unwrap_or_default();
-            if !regex_search(p, n) {
+            if !p.is_match(n) {
                 return false;
             }
         }

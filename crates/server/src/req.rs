@@ -11,6 +11,11 @@ pub struct Req {
     pub body: Map<String, Value>,
     /// `json-lines` bodies (events.add_batch): one object per line.
     pub lines: Option<Vec<Map<String, Value>>>,
+    /// json-lines items that could not be read, as `(line index, message)`: `events.add_batch`
+    /// stores the good lines and reports these; other endpoints refuse the call.
+    pub bad_lines: Vec<(usize, String)>,
+    /// Who is calling (`None` for the endpoints that need no token).
+    pub caller: Option<crate::auth::Caller>,
     /// The `X-ClearML-Worker` header.
     pub worker_header: Option<String>,
 }
@@ -194,15 +199,71 @@ pub fn project(doc: &Doc, only_fields: Option<&[String]>) -> Doc {
     out
 }
 
-/// A Python-style `re.search` test with the `regex` crate (patterns the clients send are simple:
-/// `^name$`, escaped names). An invalid pattern is matched literally.
-pub fn regex_search(pattern: &str, text: &str) -> bool {
-    match regex_lite_compile(pattern) {
-        Some(re) => re.is_match(text),
-        None => text.contains(pattern),
+/// A `name` (or `comment`, worker `id`) filter: a Python-style `re.search` with the `regex`
+/// crate (patterns the clients send are simple: `^name$`, escaped names), compiled once per
+/// request, not once per document. An invalid pattern is matched literally.
+pub enum NameFilter {
+    Regex(regex::Regex),
+    Literal(String),
+}
+
+impl NameFilter {
+    pub fn new(pattern: &str) -> NameFilter {
+        match regex::Regex::new(pattern) {
+            Ok(re) => NameFilter::Regex(re),
+            Err(_) => NameFilter::Literal(pattern.to_string()),
+        }
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        match self {
+            NameFilter::Regex(re) => re.is_match(text),
+            NameFilter::Literal(p) => text.contains(p.as_str()),
+        }
     }
 }
 
-fn regex_lite_compile(pattern: &str) -> Option<regex::Regex> {
-    regex::Regex::new(pattern).ok()
+/// Python's `urllib.parse.unquote_plus`: `+` is a space, `%XX` a byte, bad escapes stay as they
+/// are, and invalid UTF-8 becomes U+FFFD. The one `%XX` decoder of the server: query strings
+/// and files-server paths both go through it.
+pub fn unquote_plus(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would take a sign (`%+1`).
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unquote_plus_like_python() {
+        assert_eq!(unquote_plus("a+b%20c%2Fd"), "a b c/d");
+        assert_eq!(unquote_plus("100%"), "100%");
+        assert_eq!(unquote_plus("%zz%4"), "%zz%4");
+        assert_eq!(unquote_plus("%D0%BF"), "п");
+        assert_eq!(unquote_plus("%+1%41"), "% 1A");
+    }
 }

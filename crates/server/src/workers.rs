@@ -194,7 +194,9 @@ fn status_report(ctx: &Ctx, req: &Req) -> Result<Value, ApiError> {
 
 fn get_all(ctx: &Ctx, req: &Req) -> Result<Value, ApiError> {
     let last_seen = req.i64_opt("last_seen")?.unwrap_or(3600);
-    let pattern = req.opt_str("worker_pattern")?;
+    let pattern = req
+        .opt_str("worker_pattern")?
+        .map(crate::req::NameFilter::new);
     let now = chrono::Utc::now().timestamp();
     let mut workers = lock(ctx);
     workers.retain(|_, w| is_alive(w, now, ctx.worker_timeout_sec));
@@ -208,9 +210,9 @@ fn get_all(ctx: &Ctx, req: &Req) -> Result<Value, ApiError> {
             last_seen == 0 || now - last <= last_seen
         })
         .filter(|w| {
-            pattern.is_none_or(|p| {
-                crate::req::regex_search(p, w.get("id").and_then(Value::as_str).unwrap_or_default())
-            })
+            pattern
+                .as_ref()
+                .is_none_or(|p| p.is_match(w.get("id").and_then(Value::as_str).unwrap_or_default()))
         })
         .map(|w| {
             let mut w = w.clone();

@@ -240,6 +240,25 @@ async fn status_machine_follows_the_real_server() {
 }
 
 #[tokio::test]
+async fn edit_accepts_only_real_statuses() {
+    let api = start().await;
+    let t = api.task("edited").await;
+    for bad in ["<script>", "running", ""] {
+        let (code, sub) = api
+            .err("tasks.edit", json!({"task": t, "status": bad}))
+            .await;
+        assert_eq!((code, sub), (400, 12), "status {bad:?} must be refused");
+    }
+    assert_eq!(api.status(&t).await, "created");
+    api.ok(
+        "tasks.edit",
+        json!({"task": t, "status": "failed", "force": true}),
+    )
+    .await;
+    assert_eq!(api.status(&t).await, "failed");
+}
+
+#[tokio::test]
 async fn enqueue_pop_dequeue_and_stop() {
     let api = start().await;
     let q = api.default_queue().await;
@@ -609,4 +628,166 @@ async fn created_credentials_work_at_once() {
         !listed.to_string().contains(secret),
         "secrets are never listed"
     );
+}
+
+#[tokio::test]
+async fn a_batch_keeps_its_good_lines_and_lone_surrogates() {
+    let api = start().await;
+    let t = api.task("logs").await;
+    api.ok("tasks.started", json!({"task": t})).await;
+    // What Python's json sends for `print(os.fsdecode(b"file_\\xff.txt"))`, then a line that
+    // is not JSON, then a good one.
+    let line = |msg: &str, ts: i64| {
+        format!(
+            r#"{{"type": "log", "task": "{t}", "msg": "{msg}", "timestamp": {ts}, "level": "info"}}"#
+        )
+    };
+    let body = format!(
+        "{}\n{{\"type\": \"log\", \"task\": \n{}\n",
+        line("file_\\udcff.txt", 1000),
+        line("after", 1001)
+    );
+    let resp = api
+        .http
+        .post(format!("{}/events.add_batch", api.base))
+        .bearer_auth(&api.token)
+        .header("Content-Type", "application/json-lines")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let env: Value = resp.json().await.expect("envelope");
+    assert_eq!(env["data"]["added"], 2, "{env}");
+    assert_eq!(env["data"]["errors"], 1, "{env}");
+    let info = env["data"]["errors_info"].to_string();
+    assert!(info.contains("batch item #1"), "{info}");
+    let log = api
+        .ok(
+            "events.get_task_log",
+            json!({"task": t, "navigate_earlier": false}),
+        )
+        .await;
+    let msgs: Vec<&str> = log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["msg"].as_str())
+        .collect();
+    assert_eq!(msgs, vec!["file_\u{fffd}.txt", "after"]);
+}
+
+/// The claims of a token, read as the clients read them (no signature check).
+fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("jwt");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("claims")
+}
+
+/// `auth.login` with a key pair or a token; (HTTP status, token).
+async fn login(api: &Api, basic: Option<(&str, &str)>, bearer: Option<&str>) -> (u16, String) {
+    let mut r = api.http.get(format!("{}/auth.login", api.base));
+    if let Some((k, s)) = basic {
+        r = r.basic_auth(k, Some(s));
+    }
+    if let Some(t) = bearer {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let env: Value = resp.json().await.expect("envelope");
+    let token = env["data"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (status, token)
+}
+
+/// A call with a given token; the HTTP status.
+async fn call_with(api: &Api, token: &str) -> u16 {
+    api.http
+        .get(format!("{}/tasks.get_all", api.base))
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_revoked_key_takes_its_tokens_with_it() {
+    let api = start().await;
+    let c = api.ok("auth.create_credentials", json!({})).await;
+    let key = c["credentials"]["access_key"].as_str().expect("key");
+    let secret = c["credentials"]["secret_key"].as_str().expect("secret");
+    let (status, token) = login(&api, Some((key, secret)), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(call_with(&api, &token).await, 200);
+    let (status, refreshed) = login(&api, None, Some(&token)).await;
+    assert_eq!(status, 200);
+
+    // Revoked by another process (`clearml-agent server keys revoke`), on the database.
+    let dir = api._dir.path().to_path_buf();
+    let keys = clearml_server::list_keys(&dir).expect("list");
+    assert!(keys.iter().any(|k| k == key) && keys.iter().any(|k| k == "KEY"));
+    assert!(clearml_server::revoke_key(&dir, key).expect("revoke"));
+    assert!(!clearml_server::revoke_key(&dir, key).expect("revoke twice"));
+    assert!(
+        !clearml_server::list_keys(&dir)
+            .expect("list")
+            .iter()
+            .any(|k| k == key)
+    );
+    let deadline = Instant::now() + clearml_server::KEY_RELOAD + Duration::from_secs(3);
+    while call_with(&api, &token).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key's token still works"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(call_with(&api, &refreshed).await, 401);
+    assert_eq!(
+        login(&api, None, Some(&token)).await.0,
+        401,
+        "no refresh either"
+    );
+    assert_eq!(login(&api, Some((key, secret)), None).await.0, 401);
+    // The other key is untouched.
+    assert_eq!(call_with(&api, &api.token).await, 200);
+
+    // Through the API: at once.
+    let c = api.ok("auth.create_credentials", json!({})).await;
+    let key2 = c["credentials"]["access_key"].as_str().expect("key");
+    let secret2 = c["credentials"]["secret_key"].as_str().expect("secret");
+    let (_, token2) = login(&api, Some((key2, secret2)), None).await;
+    assert_eq!(call_with(&api, &token2).await, 200);
+    api.ok("auth.revoke_credentials", json!({"access_key": key2}))
+        .await;
+    assert_eq!(call_with(&api, &token2).await, 401);
+}
+
+#[tokio::test]
+async fn logging_in_with_a_token_does_not_extend_it() {
+    let api = start().await;
+    let first = claims(&api.token);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, renewed) = login(&api, None, Some(&api.token)).await;
+    assert_eq!(status, 200);
+    let renewed = claims(&renewed);
+    assert!(renewed["iat"].as_i64() > first["iat"].as_i64());
+    assert_eq!(
+        renewed["exp"], first["exp"],
+        "a token login must not push the expiry"
+    );
+    // A key login starts a new term.
+    let (_, fresh) = login(&api, Some(("KEY", "SECRET")), None).await;
+    assert!(claims(&fresh)["exp"].as_i64() > first["exp"].as_i64());
 }

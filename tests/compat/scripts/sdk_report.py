@@ -4,6 +4,7 @@ Prints `COMPAT-RESULT: {"task_id": ..., "last_scalars": ...}` for the test to re
 """
 import argparse
 import json
+import os
 
 from clearml import Task
 
@@ -22,6 +23,10 @@ logger = task.get_logger()
 for i in range(3):
     logger.report_scalar(args.metric, "train", value=1.0 / (i + 1), iteration=i)
 logger.report_text(f"report_text {args.marker}")
+# A file name byte that does not decode: Python's json sends it as a lone surrogate (\udcff),
+# which must not cost the batch it travels in.
+undecodable = os.fsdecode(b"file_\xff.txt")
+logger.report_text(f"undecodable {undecodable} {args.marker}")
 if args.artifact_file:
     task.upload_artifact("data_file", artifact_object=args.artifact_file, wait_on_upload=True)
 task.flush(wait_for_uploads=True)

@@ -45,6 +45,9 @@ const SESSION_SECONDS: i64 = 7 * 24 * 3600;
 struct Session {
     csrf: String,
     expires: i64,
+    /// The key pair signed in with: revoking it ends the session.
+    access_key: String,
+    created: i64,
 }
 
 /// The dashboard's state.
@@ -57,6 +60,8 @@ pub(crate) struct Web {
     once: Mutex<Option<String>>,
     /// The files server's port: artifact URLs on it are served under `/files` here.
     files_port: u16,
+    /// The key a one-time sign-in link stands for (the server's own).
+    admin_key: String,
 }
 
 /// A started dashboard: where it listens and the one-time sign-in link.
@@ -88,6 +93,8 @@ pub(crate) fn start(
     files_router: Router,
     files_port: u16,
     listener: tokio::net::TcpListener,
+    limits: crate::conn::Limits,
+    admin_key: String,
 ) -> std::io::Result<(Started, tokio::task::JoinHandle<()>)> {
     let addr = listener.local_addr()?;
     let once = crate::auth::random_token(40);
@@ -98,13 +105,11 @@ pub(crate) fn start(
         sessions: Mutex::new(HashMap::new()),
         once: Mutex::new(Some(once.clone())),
         files_port,
+        admin_key,
     });
     let app = router(web, files_router);
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("dashboard stopped: {e}");
-        }
-    });
+    // The same header-read and idle timeouts and connection cap as the API listener.
+    let handle = tokio::spawn(crate::conn::serve(listener, app, limits, "dashboard"));
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -149,22 +154,46 @@ fn router(web: Arc<Web>, files_router: Router) -> Router {
 impl Web {
     /// The session of a request, if it carries a live one: `(token, csrf)`.
     fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let token = cookie(headers, COOKIE)?;
-        let mut sessions = lock(&self.sessions);
-        let t = now();
-        sessions.retain(|_, s| s.expires > t);
-        sessions
-            .get(&token)
-            .map(|s| (token.clone(), s.csrf.clone()))
+        self.live_session(headers, |token, s| (token.to_string(), s.csrf.clone()))
     }
 
-    fn new_session(&self) -> String {
+    /// Who the session acts as when it calls the API or the files server.
+    fn session_caller(&self, headers: &HeaderMap) -> Option<crate::auth::Caller> {
+        self.live_session(headers, |_, s| crate::auth::Caller {
+            access_key: Some(s.access_key.clone()),
+            login_iat: s.created,
+        })
+    }
+
+    /// The request's session, unless it expired or its key was revoked since.
+    fn live_session<T>(
+        &self,
+        headers: &HeaderMap,
+        f: impl FnOnce(&str, &Session) -> T,
+    ) -> Option<T> {
+        let token = cookie(headers, COOKIE)?;
+        let keys: Vec<String> = self
+            .ctx
+            .auth
+            .credentials()
+            .into_iter()
+            .map(|c| c.access_key)
+            .collect();
+        let mut sessions = lock(&self.sessions);
+        let t = now();
+        sessions.retain(|_, s| s.expires > t && keys.contains(&s.access_key));
+        sessions.get(&token).map(|s| f(&token, s))
+    }
+
+    fn new_session(&self, access_key: &str) -> String {
         let token = crate::auth::random_token(43);
         lock(&self.sessions).insert(
             token.clone(),
             Session {
                 csrf: crate::auth::random_token(32),
                 expires: now() + SESSION_SECONDS,
+                access_key: access_key.to_string(),
+                created: now(),
             },
         );
         token
@@ -339,8 +368,8 @@ fn session_cookie(token: &str, max_age: i64) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-fn signed_in(web: &Web, to: &str) -> Response {
-    let token = web.new_session();
+fn signed_in(web: &Web, access_key: &str, to: &str) -> Response {
+    let token = web.new_session(access_key);
     let mut resp = redirect(to);
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&token, SESSION_SECONDS));
@@ -354,7 +383,7 @@ async fn signin(
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let next = local_path(field("next")).unwrap_or("/projects");
     if web.credentials_ok(field("access_key"), field("secret_key")) {
-        return signed_in(&web, next);
+        return signed_in(&web, field("access_key"), next);
     }
     html_response(
         StatusCode::UNAUTHORIZED,
@@ -374,7 +403,7 @@ async fn signin_once(State(web): State<Arc<Web>>, Path(token): Path<String>) -> 
         }
     };
     if ok {
-        return signed_in(&web, "/projects");
+        return signed_in(&web, &web.admin_key, "/projects");
     }
     html_response(
         StatusCode::UNAUTHORIZED,
@@ -432,14 +461,14 @@ async fn static_file(Path(name): Path<String>) -> Response {
 
 /// Downloads need the session; then the files server answers.
 async fn files_guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Response {
-    if web.session(request.headers()).is_none() {
+    let Some(caller) = web.session_caller(request.headers()) else {
         return message_page(
             StatusCode::UNAUTHORIZED,
             "Sign in first",
             "Downloads need a dashboard session.",
             None,
         );
-    }
+    };
     if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
@@ -448,7 +477,7 @@ async fn files_guard(State(web): State<Arc<Web>>, request: Request, next: Next) 
     match web
         .ctx
         .auth
-        .issue()
+        .issue(Some(&caller))
         .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
     {
         Ok(Ok(v)) => {
@@ -470,6 +499,8 @@ async fn api_call(web: &Arc<Web>, endpoint: &'static str, body: Value) -> Result
         let req = crate::req::Req {
             body,
             lines: None,
+            bad_lines: Vec::new(),
+            caller: None,
             worker_header: None,
         };
         match crate::api::call(&ctx, endpoint, &req) {

@@ -1004,6 +1004,8 @@ fn workers_of(ctx: &Ctx) -> Vec<Doc> {
     let req = crate::req::Req {
         body: serde_json::Map::from_iter([("last_seen".to_string(), json!(0))]),
         lines: None,
+        bad_lines: Vec::new(),
+        caller: None,
         worker_header: None,
     };
     match crate::api::call(ctx, "workers.get_all", &req) {

@@ -35,6 +35,12 @@ async fn dash() -> Dash {
         files,
         1,
         listener,
+        crate::conn::Limits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(120),
+            max_connections: 64,
+        },
+        "WEBTESTKEY".into(),
     )
     .expect("start");
     Dash {
@@ -53,6 +59,8 @@ fn call(ctx: &Ctx, endpoint: &str, body: Value) -> Value {
     let req = Req {
         body: body.as_object().cloned().unwrap_or_default(),
         lines: None,
+        bad_lines: Vec::new(),
+        caller: None,
         worker_header: None,
     };
     match api::call(ctx, endpoint, &req) {
@@ -291,6 +299,8 @@ async fn console_pages_and_the_tail_read_events() {
                 .filter_map(|v| v.as_object().cloned())
                 .collect(),
         ),
+        bad_lines: Vec::new(),
+        caller: None,
         worker_header: None,
     };
     let r = api::call(&d.ctx, "events.add_batch", &req);
@@ -405,5 +415,25 @@ async fn workers_page_shows_queues_task_and_machine_stats() {
     assert!(
         queues.contains("box:gpu0"),
         "the queue lists the worker serving it"
+    );
+}
+
+#[tokio::test]
+async fn revoking_the_key_ends_the_dashboard_session() {
+    let d = dash().await;
+    let cookie = d.sign_in().await;
+    assert_eq!(d.get("/projects", &cookie).await.0, 200);
+    let key = d.ctx.auth.credentials()[0].access_key.clone();
+    // A second pair, so the server still has one after the revoke.
+    call(&d.ctx, "auth.create_credentials", json!({}));
+    call(
+        &d.ctx,
+        "auth.revoke_credentials",
+        json!({"access_key": key}),
+    );
+    let (status, body) = d.get("/projects", &cookie).await;
+    assert_ne!(
+        status, 200,
+        "a revoked key's session still opens pages: {body:.200}"
     );
 }
