@@ -16,6 +16,7 @@
 //! came from. The environment is read once into an [`Env`] snapshot, which tests replace.
 
 mod agent_more;
+mod docker;
 mod env;
 mod error;
 mod load;
@@ -23,6 +24,7 @@ mod mask;
 mod settings;
 
 pub use agent_more::{GitCredentialConfig, MonitorConfig, VcsConfig, VenvsCache};
+pub use docker::{DockerSettings, HideDockerEnv};
 pub use env::{ENV_OVERRIDES, Env, EnvOverride};
 pub use error::ConfigError;
 pub use load::{Config, LoadOptions};
