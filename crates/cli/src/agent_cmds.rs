@@ -46,9 +46,13 @@ pub struct DaemonArgs {
     /// Tags to send with the worker's status reports
     #[arg(long, num_args = 1.., value_name = "TAG")]
     pub child_report_tags: Vec<String>,
-    /// Docker mode (not in this version; the task runs in a virtual environment instead)
+    /// Docker mode: run each task in a container (the task's image, else this IMAGE and
+    /// ARGS, else agent.default_docker)
     #[arg(long, num_args = 0.., value_name = "IMAGE")]
     pub docker: Option<Vec<String>>,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +76,19 @@ pub struct ExecuteArgs {
     /// Also write the task's console to this file
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Run the task in a container (the task's image, else this IMAGE, else
+    /// agent.default_docker)
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
+    pub docker: Option<Vec<String>>,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
+    /// GPUs the container may use (docker mode)
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Run without GPUs
+    #[arg(long)]
+    pub cpu_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -111,9 +128,6 @@ pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Res
     if let Some(ids) = &args.stop {
         return stop_agents(&config, ids);
     }
-    if args.docker.is_some() {
-        bail!("docker mode is not available in this version; run without --docker");
-    }
     if args.cpu_only && args.gpus.is_some() {
         bail!("--cpu-only and --gpus cannot be used together");
     }
@@ -131,9 +145,30 @@ pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Res
         child_report_tags: args.child_report_tags.clone(),
         config_file: opts.config_file.clone(),
         debug,
+        docker: docker_mode(&args.docker, args.podman, &args.gpus, args.cpu_only),
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))
+}
+
+/// `--docker [IMAGE [ARGS]]` (one quoted "IMAGE ARGS" string is split like a shell line).
+fn docker_mode(
+    docker: &Option<Vec<String>>,
+    podman: bool,
+    gpus: &Option<String>,
+    cpu_only: bool,
+) -> Option<clearml_daemon::DockerMode> {
+    let cli = docker.as_ref()?;
+    let cli = match cli.as_slice() {
+        [one] if one.contains(' ') => shell_words::split(one).unwrap_or_else(|_| cli.clone()),
+        _ => cli.clone(),
+    };
+    Some(clearml_daemon::DockerMode {
+        cli,
+        podman,
+        gpus: gpus.clone(),
+        cpu_only,
+    })
 }
 
 /// Double-forks into the background; output goes to a file in the temp folder.
@@ -222,7 +257,11 @@ pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::R
         log_file: args.log_file.clone(),
         config_file: opts.config_file.clone(),
         debug,
+        docker: docker_mode(&args.docker, args.podman, &args.gpus, args.cpu_only),
     };
+    if args.cpu_only && args.gpus.is_some() {
+        bail!("--cpu-only and --gpus cannot be used together");
+    }
     let n = rt.block_on(clearml_daemon::execute_monitored(&config, options, &Lines))?;
     Ok(code(n))
 }

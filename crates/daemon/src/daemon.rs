@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     /// `--config-file`, passed on to each task's process.
     pub config_file: Option<PathBuf>,
     pub debug: bool,
+    /// `--docker [IMAGE [ARGS...]]`: each task runs in a container (see `docker_mode`).
+    pub docker: Option<crate::DockerMode>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -81,6 +83,9 @@ pub async fn run_daemon(
         source,
     })?;
 
+    if let Some(d) = &opts.docker {
+        crate::docker_mode::cleanup_predecessors(&client, d, &worker_id, console).await;
+    }
     console.line(&format!("Worker \"{worker_id}\" - Listening to queues:"));
     for q in &queues {
         console.line(&format!("  {}  {}", q.id, q.name));
@@ -393,7 +398,7 @@ impl Runner {
                 queue.id, self.worker_id
             ),
         );
-        let cmd = child_command(
+        let mut cmd = child_command(
             &self.settings.agent_exe,
             task,
             &self.worker_id,
@@ -402,6 +407,9 @@ impl Runner {
             &self.work_root,
             self.visible.as_deref(),
         );
+        if let Some(d) = &self.opts.docker {
+            d.apply(&mut cmd);
+        }
         let result = monitor::run_task(
             self.client.clone(),
             &self.worker_id,
@@ -412,6 +420,9 @@ impl Runner {
             shipper,
         )
         .await;
+        if let Some(d) = &self.opts.docker {
+            d.remove_container(task).await;
+        }
         console.line(&format!(
             "Task '{task}' finished: {}",
             result.status.as_deref().unwrap_or("unknown status")

@@ -13,8 +13,10 @@
 //! it is enqueued; with any other server it polls every `--polling-interval` seconds.
 
 mod daemon;
+mod docker_mode;
 mod execute;
 mod identity;
+mod inner_config;
 mod monitor;
 mod prepare;
 mod process;
@@ -23,10 +25,12 @@ mod settings;
 mod task;
 
 pub use daemon::{DaemonOptions, run_daemon};
+pub use docker_mode::{DockerMode, cleanup_predecessors};
 pub use execute::{
     BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
 };
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
+pub use inner_config::{inner_config, inner_config_text};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
 pub use prepare::{
     Code, Environment, PrepareError, PrepareOptions, PrepareSettings, Prepared, command_line,

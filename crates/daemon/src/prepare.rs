@@ -92,6 +92,9 @@ pub struct PrepareOptions {
     pub venv_target: Option<PathBuf>,
     /// Overrides the task's Python version (`build --python-version`).
     pub python_version: Option<String>,
+    /// The code is already in place (docker mode: checked out on the host and mounted), so
+    /// [`prepare_code`] is skipped.
+    pub code_ready: Option<Code>,
 }
 
 /// The agent settings the preparation reads, from the loaded configuration.
@@ -190,7 +193,10 @@ pub fn prepare(
         .unwrap_or_default()
         .to_string();
     show_info(&info, progress);
-    let code = prepare_code(&info, settings, progress)?;
+    let code = match &opts.code_ready {
+        Some(code) => code.clone(),
+        None => prepare_code(&info, settings, progress)?,
+    };
     let env = if info.needs_python_env() {
         Some(prepare_environment(&info, &code, settings, opts, progress)?)
     } else {
