@@ -359,13 +359,18 @@ fn abort_and_sigterm_stop_the_container() {
     let started = Instant::now();
     s.call("tasks.stop", json!({"task": task, "force": true}));
     s.wait_status(&task, &["stopped"], Duration::from_secs(10));
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(3), "abort took {took:?}");
+    // The server shows `stopped` at once; what counts is the container going away.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !containers_of("clearml-task-id", &task).is_empty() {
         assert!(Instant::now() < deadline, "the container is still there");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let took = started.elapsed();
+    eprintln!("abort -> container gone in {took:?}");
+    // docker stop -t 1 (the test grace is 2 s), then kill: about 1.5 s here.
+    assert!(took < Duration::from_millis(2500), "abort took {took:?}");
+    s.wait_log(&task, "Process aborted by user", Duration::from_secs(10));
+    assert_eq!(s.status(&task), "stopped");
 
     // Daemon SIGTERM: the running task is stopped and its container removed.
     let task2 = create(&s, "sleeper 2");
@@ -401,12 +406,9 @@ fn missing_image_fails_with_dockers_message() {
         log.contains("clearml-agent-test/no-such-image:never is not available"),
         "{log}"
     );
-    // docker's own words (pull access denied / not found / repository does not exist).
-    let lower = log.to_lowercase();
-    assert!(
-        lower.contains("denied") || lower.contains("not found") || lower.contains("does not exist"),
-        "{log}"
-    );
+    // docker's own words follow (here: no registry reachable).
+    assert!(log.contains("Error response from daemon"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
 }
 
 #[test]
