@@ -8,6 +8,8 @@
 //! proxy's CA bundle reaches the container the way a user behind a corporate proxy would pass
 //! it: `agent.extra_docker_arguments` mounting `$PIP_CERT` and setting `SSL_CERT_FILE`.
 
+#![allow(clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,17 +24,30 @@ const KEY: &str = "DOCKERE2EKEY";
 const SECRET: &str = "DOCKER-E2E-SECRET-8f14e45fceea167a";
 const IMAGE: &str = "clearml-agent-test/python:bookworm";
 
+/// Whether docker answers (the test is skipped, saying so, when it does not); the test image is
+/// built by `scripts/test-image` when missing.
 fn docker_ready() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
+    let up = Command::new("docker")
+        .arg("version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: docker or the image {IMAGE} is missing (run scripts/test-image)");
+    if !up {
+        eprintln!("SKIPPED: docker is not usable here");
+        return false;
     }
-    ok
+    let out = Command::new(workspace().join("scripts/test-image"))
+        .arg(IMAGE)
+        .output()
+        .expect("scripts/test-image");
+    assert!(
+        out.status.success(),
+        "scripts/test-image failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }
 
 /// Containers labelled with this worker id (all states).
