@@ -8,6 +8,7 @@ mod agent_cmds;
 mod args;
 mod cache_cmds;
 mod commands;
+mod config_docker;
 mod init;
 mod progress;
 mod task_cmds;
