@@ -466,3 +466,89 @@ fn predecessor_containers_are_removed_and_their_tasks_failed() {
     }
     assert!(s.daemon_output(0).contains("left by an earlier agent"));
 }
+
+#[test]
+fn execute_docker_runs_one_task_in_the_given_image() {
+    if !docker_ready() {
+        return;
+    }
+    let s = Setup::new("docker-e2e-execute");
+    let script = s.dir.path().join("hello.py");
+    std::fs::write(
+        &script,
+        "import os\nprint('hello from', os.environ['CLEARML_DOCKER_IMAGE'])\n",
+    )
+    .expect("script");
+    // No image on the task: the CLI's image is used.
+    let task = s.create(&[
+        "--name",
+        "execute docker",
+        "--script",
+        script.to_str().unwrap_or_default(),
+    ]);
+    let out = s
+        .agent()
+        .args(["execute", "--id", &task, "--docker", IMAGE])
+        .output()
+        .expect("execute");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.status(&task), "completed");
+    let log = s.log(&task);
+    assert!(log.contains(&format!("hello from {IMAGE}")), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    let doc = s.call("tasks.get_by_id", json!({"task": task}));
+    assert!(containers_of("clearml-task-id", &task).is_empty());
+    // The task named no image: the one used is written back to its container.
+    assert_eq!(doc["task"]["container"]["image"], json!(IMAGE), "{doc}");
+}
+
+/// Not a timed test: `cargo test -p clearml-agent --test docker_mode bench -- --ignored
+/// --nocapture` prints a warm docker task's enqueue-to-completed time next to a bare
+/// `docker run --rm IMAGE python3 -c pass` (docs/benchmarks.md).
+#[test]
+#[ignore]
+fn bench_warm_docker_task() {
+    if !docker_ready() {
+        return;
+    }
+    let mut s = Setup::new("docker-e2e-bench");
+    let work = project_repo(s.dir.path(), MAIN);
+    s.start_daemon(&["--queue", "default", "--docker"]);
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let task = s.create(&[
+            "--name",
+            &format!("bench {i}"),
+            "--folder",
+            work.to_str().unwrap_or_default(),
+            "--script",
+            "main.py",
+            "--docker",
+            IMAGE,
+        ]);
+        let started = Instant::now();
+        s.call(
+            "tasks.enqueue",
+            json!({"task": task, "queue_name": "default"}),
+        );
+        s.wait_status(&task, &["completed"], Duration::from_secs(300));
+        times.push(started.elapsed());
+    }
+    let mut bare = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let st = Command::new("docker")
+            .args(["run", "--rm", IMAGE, "python3", "-c", "pass"])
+            .status()
+            .expect("docker run");
+        assert!(st.success());
+        bare.push(started.elapsed());
+    }
+    eprintln!("docker task enqueue->completed (cold, then warm): {times:?}");
+    eprintln!("bare docker run --rm {IMAGE} python3 -c pass: {bare:?}");
+}
