@@ -252,11 +252,14 @@ pub async fn run_host_side(
         }
     }
     let cli = DockerCli::new(mode.engine());
-    if let Err(e) = cli.check_available().await {
-        return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await);
-    }
     console.line(&format!("Using docker image: {}", container.image));
-    match cli.ensure_image(&container.image, ds.force_pull).await {
+    // The image check and the GPU runtime question run side by side (each is a docker call).
+    let gpus = GpuRequest::from_cli(mode.gpus.as_deref(), mode.cpu_only);
+    let ask_nvidia = gpus != GpuRequest::None;
+    let (ready, nvidia) = tokio::join!(cli.ensure_image(&container.image, ds.force_pull), async {
+        ask_nvidia && cli.has_nvidia_runtime().await
+    });
+    match ready {
         Ok(ready) => {
             ready.messages.iter().for_each(|m| console.line(m));
             if ready.pulled {
@@ -342,12 +345,6 @@ pub async fn run_host_side(
     if uv.is_some() {
         env.push(EnvVar::new("CLEARML_BOOTSTRAP_UV_EXEC", UV_BIN));
     }
-    let gpus = GpuRequest::from_cli(mode.gpus.as_deref(), mode.cpu_only);
-    let nvidia = if gpus == GpuRequest::None {
-        false
-    } else {
-        cli.has_nvidia_runtime().await
-    };
     let lookup = |k: &str| std::env::var(k).ok();
     let request = ContainerRequest {
         settings: &ds,
@@ -392,8 +389,6 @@ pub async fn run_host_side(
         plan.printable = plan.spec.printable(&ds.hide_env);
     }
     plan.messages.iter().for_each(|m| console.line(m));
-    // A container of the same name left by a killed run would refuse the new one.
-    let _ = cli.remove(&container_name(&task_id), true).await;
     console.line(&format!("Starting container: {}", plan.printable));
 
     let grace = crate::settings::DaemonSettings::from_config(config, None)
