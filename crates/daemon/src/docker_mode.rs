@@ -106,12 +106,9 @@ impl DockerMode {
     /// Removes the task's container if anything is left of it (the host half may have been
     /// killed before it could stop it). Quiet when there is none.
     pub async fn remove_container(&self, task: &str) {
+        // One call: `rm -f` kills a container that still runs.
         let cli = DockerCli::new(self.engine());
-        let name = container_name(task);
-        if let Ok(true) = cli.is_running(&name).await {
-            let _ = cli.stop(&name, Duration::from_secs(1)).await;
-        }
-        let _ = cli.remove(&name, true).await;
+        let _ = cli.remove(&container_name(task), true).await;
     }
 }
 
