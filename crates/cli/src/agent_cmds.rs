@@ -102,6 +102,12 @@ pub struct BuildArgs {
     /// Build with this Python version instead of the task's
     #[arg(long, value_name = "X.Y")]
     pub python_version: Option<String>,
+    /// Build inside the task's image (or this IMAGE) and commit the result as image --target
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
+    pub docker: Option<Vec<String>>,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +274,19 @@ pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::R
 
 pub fn build(opts: &LoadOptions, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(opts)?;
+    if let Some(mode) = docker_mode(&args.docker, args.podman, &None, false) {
+        let Some(target) = &args.target else {
+            bail!("build --docker needs --target IMAGE_NAME (the image to commit)");
+        };
+        let n = runtime()?.block_on(clearml_daemon::build_in_docker(
+            &config,
+            &args.id,
+            mode,
+            &target.to_string_lossy(),
+            for_stdout(),
+        ))?;
+        return Ok(code(n));
+    }
     let options = BuildOptions {
         task: args.id.clone(),
         target: args.target.clone(),

@@ -552,3 +552,72 @@ fn bench_warm_docker_task() {
     eprintln!("docker task enqueue->completed (cold, then warm): {times:?}");
     eprintln!("bare docker run --rm {IMAGE} python3 -c pass: {bare:?}");
 }
+
+#[test]
+fn build_docker_commits_an_image_the_task_then_runs_in_without_installing() {
+    if !docker_ready() {
+        return;
+    }
+    let s = Setup::new("docker-e2e-build");
+    let work = project_repo(s.dir.path(), MAIN);
+    let task = s.create(&[
+        "--name",
+        "build me",
+        "--folder",
+        work.to_str().unwrap_or_default(),
+        "--script",
+        "main.py",
+        "--docker",
+        IMAGE,
+    ]);
+    let target = format!("clearml-agent-test/built:{task}");
+    let out = s
+        .agent()
+        .args(["build", "--id", &task, "--docker", "--target", &target])
+        .output()
+        .expect("build");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("Committed image {target}")),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "{text}");
+    // The task was not touched by the build.
+    assert_eq!(s.status(&task), "created");
+    assert!(containers_of("clearml-task-id", &task).is_empty());
+
+    // The task's own image wins over `--docker IMAGE`: point the task at the built image.
+    s.call(
+        "tasks.edit",
+        json!({"task": task, "force": true, "container": {"image": target}}),
+    );
+    let out = s
+        .agent()
+        .args(["execute", "--id", &task, "--docker"])
+        .output()
+        .expect("execute");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", &target])
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = s.log(&task);
+    assert!(
+        log.contains("Using the environment built into the image: /opt/clearml/env"),
+        "{log}"
+    );
+    assert!(log.contains("six version 1.16.0"), "{log}");
+    assert!(
+        log.contains("python at /opt/clearml/env/bin/python"),
+        "{log}"
+    );
+    assert!(!log.contains("cache miss"), "{log}");
+}

@@ -18,6 +18,12 @@
 //! container by name afterwards in case the host half was killed first ([`DockerMode::
 //! remove_container`]), and at startup removes containers labelled with its worker id that a
 //! dead predecessor left, marking their tasks failed ([`cleanup_predecessors`]).
+//!
+//! `build --docker --target NAME` ([`build_in_docker`]) runs the same container without the
+//! venvs mount, copies the code into it instead of mounting it, has the inner agent build the
+//! environment into `/opt/clearml/env` and stop ([`BUILD_ENV`], [`inner_build`]), and commits
+//! the container as `NAME` with [`PREBUILT_ENV`]/[`PREBUILT_TASK`] set, so a later run of that
+//! task in `NAME` uses the environment as it is ([`prebuilt_env`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +48,16 @@ pub const MODE_ENV: &str = "CLEARML_AGENT_DOCKER_MODE";
 pub const CODE_ENV: &str = "CLEARML_AGENT_CODE_READY";
 /// The agent binary mounted into containers (default: the running one).
 pub const BINARY_ENV: &str = "CLEARML_AGENT_DOCKER_BINARY";
+/// `build --docker`: the inner agent builds the environment here and stops (no task run).
+pub const BUILD_ENV: &str = "CLEARML_AGENT_BUILD_ONLY";
+/// Set in an image `build --docker` committed: the environment built into it ...
+pub const PREBUILT_ENV: &str = "CLEARML_AGENT_PREBUILT_ENV";
+/// ... and the task it was built for (only that task uses it).
+pub const PREBUILT_TASK: &str = "CLEARML_AGENT_PREBUILT_TASK";
+/// Where `build --docker` puts the environment in the image.
+const BUILT_ENV_DIR: &str = "/opt/clearml/env";
+/// Where `build --docker` mounts the host's code; it is copied into the image from there.
+const CODE_SOURCE: &str = "/opt/clearml/code-src";
 /// Where uv is mounted in the container.
 const UV_BIN: &str = "/opt/clearml/bin/uv";
 /// Where the task's code is mounted in the container.
@@ -112,6 +128,65 @@ impl DockerMode {
     }
 }
 
+/// The environment folder when this process is the inner half of `build --docker`.
+pub fn build_only(config: &Config) -> Option<PathBuf> {
+    config
+        .env()
+        .get(BUILD_ENV)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The environment `build --docker` built into this image for `task_id`, if any.
+pub fn prebuilt_env(config: &Config, task_id: &str) -> Option<PathBuf> {
+    let env = config.env();
+    let dir = env.get(PREBUILT_ENV).filter(|s| !s.is_empty())?;
+    (env.get(PREBUILT_TASK) == Some(task_id))
+        .then(|| PathBuf::from(dir))
+        .filter(|d| d.join("bin/python").exists())
+}
+
+/// The inner half of `build --docker`: the environment at [`build_only`]'s folder for the code
+/// in place; the task is not touched and nothing runs.
+pub async fn inner_build(
+    config: &Config,
+    wanted: &str,
+    console: Arc<dyn Console>,
+) -> Result<i32, DaemonError> {
+    let target = build_only(config).unwrap_or_else(|| PathBuf::from(BUILT_ENV_DIR));
+    let client = crate::execute::client_for(config, None)?;
+    let task = crate::execute::resolve_task(&client, wanted).await?;
+    let mut settings = PrepareSettings::from_config(config)?;
+    if let Some(root) = config.env().get("CLEARML_AGENT_WORK_ROOT") {
+        settings.work_root = PathBuf::from(root);
+    }
+    let opts = prepare::PrepareOptions {
+        venv_target: Some(target.clone()),
+        code_ready: code_from_env(config)?,
+        ..prepare::PrepareOptions::default()
+    };
+    let progress = console.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare::prepare(&task, &settings, &opts, progress.as_ref())
+    })
+    .await
+    .map_err(|e| DaemonError::Task(format!("the build stopped: {e}")))?;
+    match prepared {
+        Ok(p) => {
+            console.line(&format!(
+                "Environment ready in {} (python {})",
+                target.display(),
+                p.python_version.as_deref().unwrap_or("-")
+            ));
+            Ok(0)
+        }
+        Err(e) => {
+            console.line(&format!("clearml-agent: error: {e}"));
+            Ok(1)
+        }
+    }
+}
+
 /// The code the inner agent finds in place, from [`CODE_ENV`].
 pub fn code_from_env(config: &Config) -> Result<Option<Code>, DaemonError> {
     let Some(s) = config.env().get(CODE_ENV).filter(|s| !s.is_empty()) else {
@@ -162,9 +237,13 @@ fn container_code(code: &Code) -> Code {
     }
 }
 
-/// Marks `task` failed with `reason`, saying so in its console.
-async fn fail(client: &Client, task: &str, reason: &str, console: &dyn Console) -> i32 {
+/// Says `reason` in the console and marks `task` failed (`None`: `build --docker`, which leaves
+/// the task alone).
+async fn fail(client: &Client, task: Option<&str>, reason: &str, console: &dyn Console) -> i32 {
     console.line(&format!("clearml-agent: error: {reason}"));
+    let Some(task) = task else {
+        return 1;
+    };
     let short: String = reason.chars().take(200).collect();
     let _ = client
         .call(
@@ -197,6 +276,29 @@ pub async fn run_host_side(
     mode: DockerMode,
     console: Arc<dyn Console>,
 ) -> Result<i32, DaemonError> {
+    host_side(config, wanted, mode, None, console).await
+}
+
+/// `build --id T --docker [IMAGE] --target NAME`: the task's code and environment built inside
+/// its image and committed as image `NAME`; a later docker run of the task in `NAME` installs
+/// nothing. The task itself is not touched.
+pub async fn build_in_docker(
+    config: &Config,
+    wanted: &str,
+    mode: DockerMode,
+    target: &str,
+    console: Arc<dyn Console>,
+) -> Result<i32, DaemonError> {
+    host_side(config, wanted, mode, Some(target), console).await
+}
+
+async fn host_side(
+    config: &Config,
+    wanted: &str,
+    mode: DockerMode,
+    build: Option<&str>,
+    console: Arc<dyn Console>,
+) -> Result<i32, DaemonError> {
     let worker_id = crate::execute::execute_worker_id(config)?;
     let client = crate::execute::client_for(config, Some(worker_id.clone()))?;
     let task = crate::execute::resolve_task(&client, wanted).await?;
@@ -205,13 +307,16 @@ pub async fn run_host_side(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let _ = client
-        .call(
-            "tasks.started",
-            json!({"task": task_id, "force": true, "status_reason": "worker started execution",
+    let report = build.is_none().then_some(task_id.as_str());
+    if build.is_none() {
+        let _ = client
+            .call(
+                "tasks.started",
+                json!({"task": task_id, "force": true, "status_reason": "worker started execution",
                    "status_message": format!("Changed by clearml-agent {worker_id}")}),
-        )
-        .await;
+            )
+            .await;
+    }
     // Stopping the container once it runs is this process's job; before that a signal just
     // ends it (nothing was started yet).
     let mut settings = PrepareSettings::from_config(config)?;
@@ -225,7 +330,7 @@ pub async fn run_host_side(
         .unwrap_or_else(|| "venvs".into());
     let info = match ExecutionInfo::from_task(&task) {
         Ok(i) => i,
-        Err(e) => return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await),
+        Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
     };
 
     // The image.
@@ -234,9 +339,9 @@ pub async fn run_host_side(
         .and_then(|c| clearml_docker::resolve_image(&mode.cli, &c, &ds))
     {
         Ok(c) => c,
-        Err(e) => return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await),
+        Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
     };
-    if container.write_back {
+    if container.write_back && build.is_none() {
         let body = json!({"task": task_id, "force": true, "container": {
             "image": container.image,
             "arguments": shell_words::join(&container.arguments),
@@ -265,9 +370,9 @@ pub async fn run_host_side(
         }
         Err(DockerError::MissingImage { image, message }) => {
             let reason = format!("docker image {image} is not available: {message}");
-            return Ok(fail(&client, &task_id, &reason, console.as_ref()).await);
+            return Ok(fail(&client, report, &reason, console.as_ref()).await);
         }
-        Err(e) => return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await),
+        Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
     }
 
     // The code, on the host.
@@ -281,7 +386,7 @@ pub async fn run_host_side(
     let (code, settings) = match code {
         (Ok(c), s) => (c, s),
         (Err(e), _) => {
-            return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await);
+            return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await);
         }
     };
     let inner_code = container_code(&code);
@@ -342,6 +447,35 @@ pub async fn run_host_side(
     if uv.is_some() {
         env.push(EnvVar::new("CLEARML_BOOTSTRAP_UV_EXEC", UV_BIN));
     }
+    let inner_execute = vec![
+        paths::AGENT_BIN.to_string(),
+        "execute".into(),
+        "--disable-monitoring".into(),
+        "--id".into(),
+        task_id.clone(),
+    ];
+    // A build copies the code into the image (a mount would not be committed).
+    let (code_mount, execute) = match build {
+        None => (
+            Mount::new(&code.root, inner_code.root.display().to_string(), false),
+            inner_execute,
+        ),
+        Some(_) => {
+            env.push(EnvVar::new(BUILD_ENV, BUILT_ENV_DIR));
+            let root = inner_code.root.display().to_string();
+            let line = format!(
+                "mkdir -p {r} && cp -a {src}/. {r}/ && cd {w} && exec {cmd}",
+                r = shell_words::quote(&root),
+                src = CODE_SOURCE,
+                w = shell_words::quote(&inner_code.script_dir.display().to_string()),
+                cmd = shell_words::join(&inner_execute),
+            );
+            (
+                Mount::new(&code.root, CODE_SOURCE, true),
+                vec!["/bin/sh".into(), "-c".into(), line],
+            )
+        }
+    };
     let lookup = |k: &str| std::env::var(k).ok();
     let request = ContainerRequest {
         settings: &ds,
@@ -353,37 +487,34 @@ pub async fn run_host_side(
         nvidia_runtime: nvidia,
         agent_binary,
         config_file: conf_file,
-        code: Some(Mount::new(
-            &code.root,
-            inner_code.root.display().to_string(),
-            false,
-        )),
+        code: Some(code_mount),
         workdir: Some(inner_code.script_dir.display().to_string()),
         uv_cache: Some(settings.uv_cache_dir.clone()),
-        venvs: Some(home.join(".clearml").join("docker-venvs")),
+        venvs: build
+            .is_none()
+            .then(|| home.join(".clearml").join("docker-venvs")),
         ssh,
         server_urls: [api.api_server, api.files_server, api.web_server]
             .into_iter()
             .flatten()
             .collect(),
         env,
-        execute: vec![
-            paths::AGENT_BIN.into(),
-            "execute".into(),
-            "--disable-monitoring".into(),
-            "--id".into(),
-            task_id.clone(),
-        ],
+        execute,
         lookup: &lookup,
         require_glibc: true,
     };
     let mut plan = match clearml_docker::plan_container(&request) {
         Ok(p) => p,
-        Err(e) => return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await),
+        Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
     };
     if let Some(uv) = uv {
         plan.spec.mounts.push(Mount::new(uv, UV_BIN, true));
         plan.printable = plan.spec.printable(&ds.hide_env);
+    }
+    if build.is_some() {
+        plan.spec.remove = false;
+        plan.printable = plan.spec.printable(&ds.hide_env);
+        let _ = cli.remove(&container_name(&task_id), true).await;
     }
     plan.messages.iter().for_each(|m| console.line(m));
     console.line(&format!("Starting container: {}", plan.printable));
@@ -404,9 +535,54 @@ pub async fn run_host_side(
     let outcome = cli
         .run_attached(&plan.spec, &mut on_line, terminated(), grace)
         .await;
+    if let Some(target) = build {
+        let name = container_name(&task_id);
+        let code = match outcome {
+            Ok(o) if o.exit_code == Some(0) => {
+                // `docker commit` keeps the build's `-e` variables in the image: blank them.
+                let mut names: Vec<String> = plan.spec.env.iter().map(|e| e.name.clone()).collect();
+                let mut args = plan.spec.args.iter();
+                while let Some(a) = args.next() {
+                    let value = match a.as_str() {
+                        "-e" | "--env" => args.next().cloned(),
+                        other => other.strip_prefix("--env=").map(str::to_string),
+                    };
+                    if let Some(v) = value {
+                        names.push(v.split('=').next().unwrap_or_default().to_string());
+                    }
+                }
+                let mut changes: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                    .map(|n| format!("ENV {n}="))
+                    .collect();
+                changes.push(format!("ENV {PREBUILT_ENV}={BUILT_ENV_DIR}"));
+                changes.push(format!("ENV {PREBUILT_TASK}={task_id}"));
+                match cli.commit(&name, target, &changes).await {
+                    Ok(id) => {
+                        console.line(&format!("Committed image {target} ({id})"));
+                        0
+                    }
+                    Err(e) => {
+                        console.line(&format!("clearml-agent: error: docker commit failed: {e}"));
+                        1
+                    }
+                }
+            }
+            Ok(o) => o.exit_code.unwrap_or(1),
+            Err(e) => {
+                console.line(&format!("clearml-agent: error: {e}"));
+                1
+            }
+        };
+        let _ = cli.remove(&name, true).await;
+        return Ok(code);
+    }
     let outcome = match outcome {
         Ok(o) => o,
-        Err(e) => return Ok(fail(&client, &task_id, &e.to_string(), console.as_ref()).await),
+        Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
     };
     if outcome.stopped {
         console.line("The container was stopped");

@@ -248,6 +248,9 @@ pub async fn execute_child(
     if let Some(mode) = crate::docker_mode::DockerMode::from_env(config)? {
         return crate::docker_mode::run_host_side(config, task, mode, console).await;
     }
+    if crate::docker_mode::build_only(config).is_some() {
+        return crate::docker_mode::inner_build(config, task, console).await;
+    }
     let code_ready = crate::docker_mode::code_from_env(config)?;
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
@@ -267,9 +270,11 @@ pub async fn execute_child(
     }
     let task_doc = task.clone();
     let progress = console.clone();
+    let prebuilt_env = crate::docker_mode::prebuilt_env(config, &task_id);
     let prepared = tokio::task::spawn_blocking(move || {
         let opts = PrepareOptions {
             code_ready,
+            prebuilt_env,
             ..PrepareOptions::default()
         };
         prepare::prepare(&task_doc, &settings, &opts, progress.as_ref())

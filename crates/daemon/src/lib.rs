@@ -25,7 +25,7 @@ mod settings;
 mod task;
 
 pub use daemon::{DaemonOptions, run_daemon};
-pub use docker_mode::{DockerMode, cleanup_predecessors};
+pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};
 pub use execute::{
     BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
 };
