@@ -11,6 +11,10 @@
 //! With our embedded server the daemon long-polls `queues.get_next_task` over all its queues
 //! at once (an extension the server advertises in `server.info`), so a task starts as soon as
 //! it is enqueued; with any other server it polls every `--polling-interval` seconds.
+//!
+//! Docker mode (`--docker`) keeps the same two processes: the child checks the code out on the
+//! host and runs the task's container attached, and our own binary, mounted into the
+//! container, builds the environment there and becomes the task (see `docker_mode`).
 
 mod daemon;
 mod docker_mode;
