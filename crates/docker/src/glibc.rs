@@ -129,6 +129,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)] // a skip says why
     fn agrees_with_readelf() {
         let exe = std::env::current_exe().expect("exe");
         let Ok(out) = std::process::Command::new("readelf")

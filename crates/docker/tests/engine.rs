@@ -1,6 +1,8 @@
 //! Against the real docker engine of this machine, with the local test image that
 //! `scripts/test-image` builds (built here when missing). When `docker info` fails, every test
 //! prints why and returns.
+// A skipped test says why on stderr.
+#![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
