@@ -49,12 +49,16 @@ pub struct DaemonArgs {
     /// Tags to send with the worker's status reports
     #[arg(long, num_args = 1.., value_name = "TAG")]
     pub child_report_tags: Vec<String>,
-    /// Docker mode (not in this version; the task runs in a virtual environment instead)
+    /// Docker mode: run each task in a container (the task's image, else this IMAGE and
+    /// ARGS, else agent.default_docker)
     #[arg(long, num_args = 0.., value_name = "IMAGE")]
     pub docker: Option<Vec<String>>,
     /// Print a systemd unit that runs this daemon command as a service, and exit
     #[arg(long, conflicts_with_all = ["detached", "stop"])]
     pub print_systemd_unit: bool,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +82,19 @@ pub struct ExecuteArgs {
     /// Also write the task's console to this file
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Run the task in a container (the task's image, else this IMAGE, else
+    /// agent.default_docker)
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
+    pub docker: Option<Vec<String>>,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
+    /// GPUs the container may use (docker mode)
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Run without GPUs
+    #[arg(long)]
+    pub cpu_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +108,12 @@ pub struct BuildArgs {
     /// Build with this Python version instead of the task's
     #[arg(long, value_name = "X.Y")]
     pub python_version: Option<String>,
+    /// Build inside the task's image (or this IMAGE) and commit the result as image --target
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
+    pub docker: Option<Vec<String>>,
+    /// Use podman instead of docker
+    #[arg(long)]
+    pub podman: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +143,6 @@ pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Res
     if let Some(ids) = &args.stop {
         return stop_agents(&config, ids);
     }
-    if args.docker.is_some() {
-        bail!("docker mode is not available in this version; run without --docker");
-    }
     if args.cpu_only && args.gpus.is_some() {
         bail!("--cpu-only and --gpus cannot be used together");
     }
@@ -140,9 +160,30 @@ pub fn daemon(opts: &LoadOptions, args: &DaemonArgs, debug: bool) -> anyhow::Res
         child_report_tags: args.child_report_tags.clone(),
         config_file: opts.config_file.clone(),
         debug,
+        docker: docker_mode(&args.docker, args.podman, &args.gpus, args.cpu_only),
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))
+}
+
+/// `--docker [IMAGE [ARGS]]` (one quoted "IMAGE ARGS" string is split like a shell line).
+fn docker_mode(
+    docker: &Option<Vec<String>>,
+    podman: bool,
+    gpus: &Option<String>,
+    cpu_only: bool,
+) -> Option<clearml_daemon::DockerMode> {
+    let cli = docker.as_ref()?;
+    let cli = match cli.as_slice() {
+        [one] if one.contains(' ') => shell_words::split(one).unwrap_or_else(|_| cli.clone()),
+        _ => cli.clone(),
+    };
+    Some(clearml_daemon::DockerMode {
+        cli,
+        podman,
+        gpus: gpus.clone(),
+        cpu_only,
+    })
 }
 
 /// Double-forks into the background; output goes to a file in the temp folder.
@@ -210,13 +251,30 @@ pub fn execute(opts: &LoadOptions, args: &ExecuteArgs, debug: bool) -> anyhow::R
         log_file: args.log_file.clone(),
         config_file: opts.config_file.clone(),
         debug,
+        docker: docker_mode(&args.docker, args.podman, &args.gpus, args.cpu_only),
     };
+    if args.cpu_only && args.gpus.is_some() {
+        bail!("--cpu-only and --gpus cannot be used together");
+    }
     let n = rt.block_on(clearml_daemon::execute_monitored(&config, options, &Lines))?;
     Ok(code(n))
 }
 
 pub fn build(opts: &LoadOptions, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(opts)?;
+    if let Some(mode) = docker_mode(&args.docker, args.podman, &None, false) {
+        let Some(target) = &args.target else {
+            bail!("build --docker needs --target IMAGE_NAME (the image to commit)");
+        };
+        let n = runtime()?.block_on(clearml_daemon::build_in_docker(
+            &config,
+            &args.id,
+            mode,
+            &target.to_string_lossy(),
+            for_stdout(),
+        ))?;
+        return Ok(code(n));
+    }
     let options = BuildOptions {
         task: args.id.clone(),
         target: args.target.clone(),

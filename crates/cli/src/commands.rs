@@ -91,6 +91,7 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     config.vcs()?;
     config.venvs_cache()?;
     config.monitor()?;
+    let docker = config.docker()?;
     let masked = config.masked();
     if args.json {
         println!("{}", clearml_hocon::render_json(&masked));
@@ -110,6 +111,11 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         "Current configuration (clearml_agent v{VERSION}, location: {location}):\n----------------------\n{}\n",
         clearml_hocon::render_properties(&masked)
     );
+    println!("Docker mode (effective values):\n----------------------");
+    for l in crate::config_docker::effective_lines(&docker) {
+        println!("{l}");
+    }
+    println!();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ mod args;
 mod cache_cmds;
 mod commands;
 mod completions;
+mod config_docker;
 mod doctor;
 mod init;
 mod progress;

@@ -342,3 +342,47 @@ fn log_levels_are_checked_and_diagnostics_stay_off_stdout() {
         serde_json::from_slice::<Json>(&out.stdout).expect("stdout is JSON only");
     }
 }
+
+#[test]
+fn plain_config_shows_the_docker_keys_with_effective_values() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let conf = home.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        "agent.default_docker.image: \"python:3.11\"\n\
+         agent.docker_force_pull: true\n\
+         agent.extra_docker_arguments: [\"-e\", \"MY_TOKEN=tok-123\", \"--ipc=host\"]\n",
+    )
+    .expect("write");
+    let out = agent(home.path())
+        .arg("--config-file")
+        .arg(&conf)
+        .env("CLEARML_DOCKER_IMAGE", "ubuntu:22.04")
+        .arg("config")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docker = text
+        .split("Docker mode (effective values):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no docker section:\n{text}"));
+    for line in [
+        "agent.default_docker.image = python:3.11",
+        "CLEARML_DOCKER_IMAGE = ubuntu:22.04",
+        "agent.docker_force_pull = true",
+        "agent.forbidden_docker_args = [\"entrypoint\"]",
+        // Defaults are shown too, resolved against the home folder.
+        &format!(
+            "agent.docker_pip_cache = {}",
+            home.path().join(".clearml/pip-cache").display()
+        ),
+    ] {
+        assert!(docker.contains(line), "{line:?} missing:\n{docker}");
+    }
+    assert!(docker.contains("--ipc=host"), "{docker}");
+    assert!(
+        !docker.contains("tok-123"),
+        "a secret value is shown:\n{docker}"
+    );
+}

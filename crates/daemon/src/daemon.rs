@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     /// `--config-file`, passed on to each task's process.
     pub config_file: Option<PathBuf>,
     pub debug: bool,
+    /// `--docker [IMAGE [ARGS...]]`: each task runs in a container (see `docker_mode`).
+    pub docker: Option<crate::DockerMode>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -85,6 +87,9 @@ pub async fn run_daemon(
     // What a killed predecessor left running (issue 10 item 5, slot_state.rs).
     for line in slot_state::recover(&client, &agent.venvs_dir, &worker_id).await {
         console.line(&line);
+    }
+    if let Some(d) = &opts.docker {
+        crate::docker_mode::cleanup_predecessors(&client, d, &worker_id, console).await;
     }
     console.line(&format!("Worker \"{worker_id}\" - Listening to queues:"));
     for q in &queues {
@@ -415,6 +420,9 @@ impl Runner {
         if let Err(e) = self.state.record(task, &self.worker_id, &marker) {
             console.line(&format!("Warning: cannot record the running task: {e}"));
         }
+        if let Some(d) = &self.opts.docker {
+            d.apply(&mut cmd);
+        }
         let result = monitor::run_task(
             self.client.clone(),
             &self.worker_id,
@@ -426,6 +434,9 @@ impl Runner {
         )
         .await;
         self.state.clear();
+        if let Some(d) = &self.opts.docker {
+            d.remove_container(task).await;
+        }
         console.line(&format!(
             "Task '{task}' finished: {}",
             result.status.as_deref().unwrap_or("unknown status")

@@ -28,6 +28,8 @@ pub struct ExecuteOptions {
     pub log_file: Option<PathBuf>,
     pub config_file: Option<PathBuf>,
     pub debug: bool,
+    /// `--docker [IMAGE]`: run the task in a container.
+    pub docker: Option<crate::DockerMode>,
 }
 
 /// `build`'s command line.
@@ -38,7 +40,10 @@ pub struct BuildOptions {
     pub python_version: Option<String>,
 }
 
-fn client_for(config: &Config, worker: Option<String>) -> Result<Arc<Client>, DaemonError> {
+pub(crate) fn client_for(
+    config: &Config,
+    worker: Option<String>,
+) -> Result<Arc<Client>, DaemonError> {
     let mut c = ClientConfig::from_config(config)?;
     c.worker = worker;
     Ok(Arc::new(Client::new(c)?))
@@ -46,7 +51,7 @@ fn client_for(config: &Config, worker: Option<String>) -> Result<Arc<Client>, Da
 
 /// The worker id of a one-off `execute`: the daemon's (inherited), the configured one, or
 /// `<name>:<pid>` as the Python agent names it.
-fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
+pub(crate) fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
     if let Some(id) = config
         .env()
         .get("CLEARML_WORKER_ID")
@@ -65,7 +70,7 @@ fn execute_worker_id(config: &Config) -> Result<String, DaemonError> {
 }
 
 /// The task `wanted` names (an id or a name, by the rule of `clearml_api::lookup`), in full.
-async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
+pub(crate) async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
     let found = match clearml_api::lookup::task(client, wanted).await {
         Ok(f) => f,
         Err(clearml_api::lookup::LookupError::NotFound { .. }) => {
@@ -175,7 +180,7 @@ pub async fn execute_monitored(
         .get("CLEARML_AGENT_WORK_ROOT")
         .map(PathBuf::from)
         .unwrap_or(config.agent()?.venvs_dir);
-    let cmd = child_command(
+    let mut cmd = child_command(
         &settings.agent_exe,
         &task_id,
         &worker_id,
@@ -184,6 +189,9 @@ pub async fn execute_monitored(
         &work_root,
         None,
     );
+    if let Some(d) = &opts.docker {
+        d.apply(&mut cmd);
+    }
     let (tx, shutdown) = watch::channel(false);
     let signals = tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
@@ -207,6 +215,9 @@ pub async fn execute_monitored(
     )
     .await;
     signals.abort();
+    if let Some(d) = &opts.docker {
+        d.remove_container(&task_id).await;
+    }
     if let Some(r) = reporter {
         r.stop().await;
         let _ = quick
@@ -235,6 +246,13 @@ pub async fn execute_child(
     console: Arc<dyn Console>,
 ) -> Result<i32, DaemonError> {
     crate::slot_state::die_with_parent(); // a task does not outlive a killed daemon
+    if let Some(mode) = crate::docker_mode::DockerMode::from_env(config)? {
+        return crate::docker_mode::run_host_side(config, task, mode, console).await;
+    }
+    if crate::docker_mode::build_only(config).is_some() {
+        return crate::docker_mode::inner_build(config, task, console).await;
+    }
+    let code_ready = crate::docker_mode::code_from_env(config)?;
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
     let task = resolve_task(&client, task).await?;
@@ -253,13 +271,14 @@ pub async fn execute_child(
     }
     let task_doc = task.clone();
     let progress = console.clone();
+    let prebuilt_env = crate::docker_mode::prebuilt_env(config, &task_id);
     let prepared = tokio::task::spawn_blocking(move || {
-        prepare::prepare(
-            &task_doc,
-            &settings,
-            &PrepareOptions::default(),
-            progress.as_ref(),
-        )
+        let opts = PrepareOptions {
+            code_ready,
+            prebuilt_env,
+            ..PrepareOptions::default()
+        };
+        prepare::prepare(&task_doc, &settings, &opts, progress.as_ref())
     })
     .await
     .map_err(|e| DaemonError::Task(format!("the preparation stopped: {e}")))?;
@@ -384,6 +403,7 @@ pub async fn build_environment(
     let popts = PrepareOptions {
         venv_target: Some(target.clone()),
         python_version: opts.python_version.clone(),
+        ..PrepareOptions::default()
     };
     let progress = console.clone();
     let prepared = tokio::task::spawn_blocking(move || {

@@ -16,11 +16,17 @@
 //! daemon with the same work folders kills the rest and fails the task (`slot_state`); the
 //! working folder and the entry point stay inside the repository once symlinks are resolved
 //! (`contain`); `--stop` signals only this user's agents, checked in `/proc` (`stop`).
+//!
+//! Docker mode (`--docker`) keeps the same two processes: the child checks the code out on the
+//! host and runs the task's container attached, and our own binary, mounted into the
+//! container, builds the environment there and becomes the task (see `docker_mode`).
 
 mod contain;
 mod daemon;
+mod docker_mode;
 mod execute;
 mod identity;
+mod inner_config;
 mod monitor;
 mod prepare;
 mod process;
@@ -32,10 +38,12 @@ mod stop;
 mod task;
 
 pub use daemon::{DaemonOptions, run_daemon};
+pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};
 pub use execute::{
     BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
 };
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
+pub use inner_config::{inner_config, inner_config_text};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
 pub use prepare::{
     Code, Environment, PrepareError, PrepareOptions, PrepareSettings, Prepared, command_line,

@@ -92,6 +92,12 @@ pub struct PrepareOptions {
     pub venv_target: Option<PathBuf>,
     /// Overrides the task's Python version (`build --python-version`).
     pub python_version: Option<String>,
+    /// The code is already in place (docker mode: checked out on the host and mounted), so
+    /// [`prepare_code`] is skipped.
+    pub code_ready: Option<Code>,
+    /// An environment already in place (docker mode: built into the image by `build
+    /// --docker`), used as it is: nothing is installed.
+    pub prebuilt_env: Option<PathBuf>,
 }
 
 /// The agent settings the preparation reads, from the loaded configuration.
@@ -190,11 +196,32 @@ pub fn prepare(
         .unwrap_or_default()
         .to_string();
     show_info(&info, progress);
-    let code = prepare_code(&info, settings, progress)?;
-    let env = if info.needs_python_env() {
-        Some(prepare_environment(&info, &code, settings, opts, progress)?)
-    } else {
-        None
+    let code = match &opts.code_ready {
+        Some(code) => code.clone(),
+        None => prepare_code(&info, settings, progress)?,
+    };
+    let prebuilt = opts
+        .prebuilt_env
+        .as_ref()
+        .filter(|_| info.needs_python_env());
+    let env = match prebuilt {
+        Some(venv) => {
+            progress.line(&format!(
+                "::: Using the environment built into the image: {} :::",
+                venv.display()
+            ));
+            Some(Environment {
+                venv_dir: venv.clone(),
+                python: venv.join("bin/python"),
+                python_version: String::new(),
+                frozen: Vec::new(),
+                env_in_use: None,
+            })
+        }
+        None if info.needs_python_env() => {
+            Some(prepare_environment(&info, &code, settings, opts, progress)?)
+        }
+        None => None,
     };
     let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
     let mut vars = task_variables(&task_id, &code);
@@ -202,6 +229,8 @@ pub fn prepare(
         vars.extend(venv_variables(&e.venv_dir));
     }
     let (python_version, frozen, env_in_use) = match env {
+        // Nothing was installed into a prebuilt environment: the task's record stays as it is.
+        Some(_) if prebuilt.is_some() => (None, None, None),
         Some(e) => (Some(e.python_version), Some(e.frozen), e.env_in_use),
         None => (None, None, None),
     };
