@@ -22,6 +22,10 @@ const MAX_WAIT_MS: i64 = 25_000;
 pub fn router(ctx: Arc<Ctx>) -> axum::Router {
     axum::Router::new()
         .fallback(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::access_log::layer,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
 }
@@ -53,6 +57,11 @@ fn parse_path(path: &str) -> Option<(Option<String>, String)> {
 
 fn envelope(endpoint: &str, version: &str, result: Result<Value, ApiError>) -> Response {
     let id = new_id();
+    let failure = result.as_ref().err().map(|e| crate::access_log::Failure {
+        code: e.code,
+        subcode: e.subcode,
+        msg: e.msg.clone(),
+    });
     let (code, subcode, msg, data) = match result {
         Ok(data) => (200, 0, "OK".to_string(), data),
         Err(e) => (e.code, e.subcode, e.msg, json!({})),
@@ -77,6 +86,9 @@ fn envelope(endpoint: &str, version: &str, result: Result<Value, ApiError>) -> R
         .into_response();
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("clearml"));
+    if let Some(f) = failure {
+        resp.extensions_mut().insert(f);
+    }
     resp
 }
 

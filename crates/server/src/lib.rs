@@ -11,13 +11,16 @@
 //!   call one SQLite transaction (`store`), so a reply means the change is on disk;
 //! - `files` serves uploads and downloads on its own port (and under `/files` on the API port).
 
+mod access_log;
 mod api;
 mod auth;
 mod error;
 mod events;
 pub mod files;
 mod http;
+mod metrics_series;
 mod models;
+mod project_stats;
 mod projects;
 mod query;
 mod queues;
@@ -124,6 +127,7 @@ impl Server {
             queue_changed: tokio::sync::Notify::new(),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
+            series: Default::default(),
         });
         queues::ensure_default(&ctx)?;
 
@@ -165,6 +169,16 @@ impl Server {
                     Ok(Err(e)) => tracing::warn!("watchdog: {e}"),
                     _ => {}
                 }
+            }
+        }));
+        let sampler_ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            // The real server re-logs every queue's state periodically too, so a queue that
+            // nothing touches still has points.
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let c = sampler_ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || c.series.sample_queues(&c)).await;
             }
         }));
         Ok(Server {
