@@ -315,3 +315,53 @@ def test_worker_stats_after_daemon_reported(client_env, api, agents):
     assert "cpu_usage" in r["keys"] and "memory_used" in r["keys"], r
     m = data["workers"][0]["metrics"]
     assert all(len(x["dates"]) == len(x["stats"][0]["values"]) for x in m)
+
+
+def test_web_ui_bulk_and_listing_endpoints(client_env, api):
+    """The endpoints the web UI calls on its task and project pages (they answered 404)."""
+    project_name = unique("bulk")
+    project = api.call("projects.create", name=project_name)["id"]
+    q = api.create_queue(unique("bulk-q"))
+    ids = [api.call("tasks.create", name=f"bulk {i}", type="training", project=project,
+                    tags=[f"t{i}"], system_tags=["s"])["id"] for i in range(3)]
+    api.call("tasks.edit_hyper_params", task=ids[0], hyperparams=[
+        {"section": "Args", "name": "lr", "value": "0.1"}])
+    api.call("tasks.edit_hyper_params", task=ids[1], hyperparams=[
+        {"section": "Args", "name": "lr", "value": "0.2"}])
+
+    out = parses("tasks.enqueue_many", api.call("tasks.enqueue_many", ids=ids + ["0" * 32], queue=q))
+    assert sorted(s["id"] for s in out["succeeded"]) == sorted(ids) and len(out["failed"]) == 1, out
+    assert api.queue_task_ids(q) == ids
+    assert parses("queues.move_task_forward",
+                  api.call("queues.move_task_forward", queue=q, task=ids[2], count=1))["position"] == 1
+    assert api.queue_task_ids(q) == [ids[0], ids[2], ids[1]]
+    api.call("queues.move_task_backward", queue=q, task=ids[0], count=5)
+    assert api.queue_task_ids(q) == [ids[2], ids[1], ids[0]]
+    out = parses("tasks.dequeue_many", api.call("tasks.dequeue_many", ids=ids))
+    assert len(out["succeeded"]) == 3 and api.queue_task_ids(q) == []
+
+    values = parses("projects.get_hyperparam_values",
+                    api.call("projects.get_hyperparam_values", projects=[project], section="Args", name="lr"))
+    assert values == {"total": 2, "values": ["0.1", "0.2"]}, values
+    tags = parses("projects.get_task_tags", api.call("projects.get_task_tags", projects=[project],
+                                                     include_system=True))
+    assert tags["tags"] == ["t0", "t1", "t2"] and "s" in tags["system_tags"], tags
+    assert {"t0", "t1", "t2"} <= set(parses("organization.get_tags", api.call("organization.get_tags"))["tags"])
+
+    assert parses("tasks.archive", api.call("tasks.archive", tasks=[ids[0]]))["archived"] == 1
+    check = parses("projects.validate_delete", api.call("projects.validate_delete", project=project))
+    assert check == {"tasks": 3, "non_archived_tasks": 2, "models": 0, "non_archived_models": 0}, check
+
+    # the same through the SDK's own client, so the reply guard parses them as the SDK does
+    client_env.run_python(f"""
+        from clearml.backend_api.session.client import APIClient
+        c = APIClient()
+        c.tasks.stop_many(ids={ids!r}, force=True)
+        c.tasks.reset_many(ids={ids[1:]!r}, force=True)
+        c.tasks.publish_many(ids=[{ids[1]!r}], force=True)
+        c.projects.get_task_tags(projects=[{project!r}])
+        r = c.tasks.delete_many(ids={ids!r}, force=True)
+        assert len(r.succeeded) == 3, r.failed
+    """)
+    assert [r for r in client_env.replies() if r["endpoint"] == "tasks.delete_many"], client_env.replies()
+    assert api.call("tasks.get_all", id=ids)["tasks"] == []

@@ -85,10 +85,15 @@ fn dispatch(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiErr
     let (service, action) = endpoint.split_once('.')?;
     match service {
         "tasks" => crate::project_stats::tasks(ctx, action, req)
+            .or_else(|| crate::bulk::tasks(ctx, action, req))
             .or_else(|| crate::tasks::call(ctx, action, req)),
-        "queues" => crate::queues::call(ctx, action, req),
+        "queues" => {
+            crate::bulk::queues(ctx, action, req).or_else(|| crate::queues::call(ctx, action, req))
+        }
         "projects" => crate::project_stats::projects(ctx, action, req)
+            .or_else(|| crate::bulk::projects(ctx, action, req))
             .or_else(|| crate::projects::call(ctx, action, req)),
+        "organization" => crate::bulk::organization(ctx, action, req),
         "workers" => crate::workers::call(ctx, action, req),
         "events" => crate::events::call(ctx, action, req),
         "models" => crate::models::call(ctx, action, req),

@@ -14,6 +14,7 @@
 mod access_log;
 mod api;
 mod auth;
+mod bulk;
 mod error;
 mod events;
 pub mod files;

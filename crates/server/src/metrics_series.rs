@@ -32,31 +32,34 @@ const QUEUE_LOOKBACK_MS: i64 = 3600 * 1000;
 
 /// Endpoints that can change what is in a queue: a queue sample follows each of them.
 pub fn changes_queues(endpoint: &str) -> bool {
-    endpoint.starts_with("queues.")
-        && !matches!(
-            endpoint,
-            "queues.get_all"
-                | "queues.get_all_ex"
-                | "queues.get_by_id"
-                | "queues.get_queue_metrics"
-        )
-        || matches!(
-            endpoint,
-            "tasks.enqueue"
-                | "tasks.enqueue_many"
-                | "tasks.dequeue"
-                | "tasks.dequeue_many"
-                | "tasks.stop"
-                | "tasks.stop_many"
-                | "tasks.reset"
-                | "tasks.reset_many"
-                | "tasks.delete"
-                | "tasks.delete_many"
-                | "tasks.archive_many"
-                | "tasks.started"
-                | "tasks.failed"
-                | "tasks.completed"
-        )
+    matches!(
+        endpoint,
+        "queues.create"
+            | "queues.delete"
+            | "queues.add_task"
+            | "queues.remove_task"
+            | "queues.get_next_task"
+            | "queues.clear_queue"
+            | "queues.move_task_to_front"
+            | "queues.move_task_to_back"
+            | "queues.move_task_forward"
+            | "queues.move_task_backward"
+            | "tasks.enqueue"
+            | "tasks.enqueue_many"
+            | "tasks.dequeue"
+            | "tasks.dequeue_many"
+            | "tasks.stop"
+            | "tasks.stop_many"
+            | "tasks.reset"
+            | "tasks.reset_many"
+            | "tasks.delete"
+            | "tasks.delete_many"
+            | "tasks.archive"
+            | "tasks.archive_many"
+            | "tasks.started"
+            | "tasks.failed"
+            | "tasks.completed"
+    )
 }
 
 #[derive(Clone, Debug)]

@@ -38,7 +38,7 @@ pub fn tasks(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiErro
 
 /// The ids of the requested projects, and of their subprojects unless `include_subprojects`
 /// is false. `None` means every project (no filter given).
-fn project_scope(
+pub(crate) fn project_scope(
     tx: &Tx<'_>,
     ids: Option<Vec<String>>,
     include_subprojects: bool,
