@@ -9,6 +9,12 @@
 //! - `auth` issues and checks HS256 JWTs with a persistent secret;
 //! - `tasks`, `queues`, `projects`, `workers`, `events`, `models` implement the services, each
 //!   call one SQLite transaction (`store`), so a reply means the change is on disk;
+//! - `project_stats` (project-wide views over tasks) and `bulk` (the web UI's `*_many`, tag
+//!   lists and queue moves) sit in front of their services in the dispatch table;
+//! - `metrics_series` keeps the queue and worker statistics over time (in memory, with a
+//!   retention limit) behind `queues.get_queue_metrics` and `workers.get_stats`;
+//! - `access_log` logs every request at info (target `clearml_server::access`);
+//! - `query` filters, orders, pages and projects (`only_fields`, MongoDB semantics);
 //! - `files` serves uploads and downloads on its own port (and under `/files` on the API port).
 
 mod access_log;
