@@ -207,6 +207,11 @@ def test_project_views_and_archive_many(client_env, api):
     assert ["General", "lr"] in r["hp"] and ["General", "batch"] in r["hp"] and ["Args", "depth"] in r["hp"], r
     assert r["hp_total"] == len(r["hp"])
     assert ["loss", "train"] in r["mv"] and ["loss", "val"] in r["mv"], r
+    latest = parses("events.get_task_latest_scalar_values",
+                    api.call("events.get_task_latest_scalar_values", task=r["parent"]))
+    assert latest["metrics"] == [{"name": "loss", "variants": [
+        {"name": "train", "last_value": 0.5, "last_100_value": 0.5},
+        {"name": "val", "last_value": 0.7, "last_100_value": 0.7}]}], latest
     assert r["parents"] == [[r["parent"], "parent", r["project"]]], r
 
     # paging of the hyperparameter list

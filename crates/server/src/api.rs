@@ -95,7 +95,9 @@ fn dispatch(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiErr
             .or_else(|| crate::projects::call(ctx, action, req)),
         "organization" => crate::bulk::organization(ctx, action, req),
         "workers" => crate::workers::call(ctx, action, req),
-        "events" => crate::events::call(ctx, action, req),
+        "events" => {
+            crate::bulk::events(ctx, action, req).or_else(|| crate::events::call(ctx, action, req))
+        }
         "models" => crate::models::call(ctx, action, req),
         "auth" | "server" | "debug" | "users" | "login" => misc(ctx, endpoint, req),
         _ => None,

@@ -2,7 +2,8 @@
 //! `{succeeded, failed}` as upstream), `tasks.archive`, the tag lists
 //! (`projects.get_task_tags` / `get_model_tags` / `get_project_tags`,
 //! `organization.get_tags`), `projects.validate_delete`, `projects.get_hyperparam_values`
-//! and `queues.move_task_forward` / `move_task_backward`.
+//! `queues.move_task_forward` / `move_task_backward`, and `events.get_task_latest_scalar_values`
+//! (the web UI's scalar table).
 
 use std::collections::BTreeSet;
 
@@ -47,6 +48,65 @@ pub fn organization(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, 
         ),
         _ => None,
     }
+}
+
+pub fn events(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError>> {
+    match action {
+        "get_task_latest_scalar_values" => Some(ctx.store.write(|tx| latest_scalars(tx, req))),
+        _ => None,
+    }
+}
+
+/// Per metric and variant: the last reported value and the average of the last 100 (in
+/// iteration order, as reported), plus the task's name, status and last iteration.
+fn latest_scalars(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
+    let task_id = req.str("task")?;
+    let task = crate::tasks::load(tx, task_id)?;
+    let mut series: std::collections::BTreeMap<(String, String), Vec<(i64, f64)>> =
+        Default::default();
+    let mut last_timestamp = 0;
+    let mut last_iter = 0;
+    for e in tx.events(task_id, Some("training_stats_scalar"))? {
+        let (Some(metric), Some(variant), Some(value)) = (
+            e.get("metric").and_then(Value::as_str),
+            e.get("variant").and_then(Value::as_str),
+            e.get("value").and_then(Value::as_f64),
+        ) else {
+            continue;
+        };
+        let iter = e.get("iter").and_then(Value::as_i64).unwrap_or(0);
+        last_iter = last_iter.max(iter);
+        last_timestamp =
+            last_timestamp.max(e.get("timestamp").and_then(Value::as_i64).unwrap_or(0));
+        series
+            .entry((metric.to_string(), variant.to_string()))
+            .or_default()
+            .push((iter, value));
+    }
+    let mut metrics: Vec<(String, Vec<Value>)> = Vec::new();
+    for ((metric, variant), mut points) in series {
+        // Stable: equal iterations keep the order they were reported in.
+        points.sort_by_key(|p| p.0);
+        let tail = &points[points.len().saturating_sub(100)..];
+        let last = tail.last().map_or(0.0, |p| p.1);
+        let avg = tail.iter().map(|p| p.1).sum::<f64>() / tail.len().max(1) as f64;
+        let v = json!({"name": variant, "last_value": last, "last_100_value": avg});
+        match metrics.last_mut() {
+            Some((m, vs)) if *m == metric => vs.push(v),
+            _ => metrics.push((metric, vec![v])),
+        }
+    }
+    let metrics: Vec<Value> = metrics
+        .into_iter()
+        .map(|(name, variants)| json!({"name": name, "variants": variants}))
+        .collect();
+    Ok(json!({
+        "metrics": metrics,
+        "last_iter": last_iter,
+        "name": task.get("name").cloned().unwrap_or(json!("")),
+        "status": task.get("status").cloned().unwrap_or(json!("")),
+        "last_timestamp": last_timestamp,
+    }))
 }
 
 pub fn queues(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError>> {
