@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ALL_SERVERS, Api, ClientEnv, start_server  # noqa: E402
+from harness import ALL_SERVERS, Api, ClientEnv, fail_on_bad_replies, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,9 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def client_env(server, tmp_path) -> ClientEnv:
     """Env (a dict) + helpers for running the real SDK / agent against the module's server."""
-    return ClientEnv(server, tmp_path / "client")
+    env = ClientEnv(server, tmp_path / "client")
+    yield env
+    fail_on_bad_replies(env)
 
 
 @pytest.fixture

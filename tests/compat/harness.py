@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import Api  # noqa: E402
 
 __all__ = ["Api", "ServerProc", "ClientEnv", "BackgroundProc", "Finished", "SCRIPTS", "unique", "wait_for",
-           "start_server", "ALL_SERVERS", "RESULT_PREFIX"]
+           "start_server", "ALL_SERVERS", "RESULT_PREFIX", "fail_on_bad_replies"]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -356,6 +356,7 @@ class ClientEnv(dict):
         for d in (self.home, self.tmp, self.work):
             d.mkdir(parents=True, exist_ok=True)
         self.config_file = self.home / "clearml.conf"
+        self.reply_log = root / "replies.jsonl"
         self.config_file.write_text(render_clearml_conf(srv, self.home))
         self.python = sys.executable  # the harness venv (run.sh runs pytest from it)
         venv_bin = str(Path(sys.executable).parent)
@@ -393,7 +394,27 @@ class ClientEnv(dict):
             # poll queues / task status every second instead of every 5 s
             "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": "1",
             "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR": str(self.tmp),
+            # every reply the clients parse is re-parsed with their own response class and the
+            # outcome logged here (reply_check/sitecustomize.py); see reply_failures()
+            "PYTHONPATH": str(HERE / "reply_check"),
+            "COMPAT_REPLY_LOG": str(self.reply_log),
         })
+
+    # -- reply schema check -------------------------------------------------
+    def replies(self) -> list:
+        """Every (endpoint, version, client[, error]) the clients parsed so far."""
+        if not self.reply_log.is_file():
+            return []
+        out = []
+        for line in self.reply_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def reply_failures(self) -> list:
+        return [r for r in self.replies() if r.get("error")]
 
     # -- running things -----------------------------------------------------
     def stage_script(self, code_or_path) -> Path:
@@ -509,3 +530,14 @@ class BackgroundProc:
         return self.proc.returncode
 
 
+def fail_on_bad_replies(env: ClientEnv):
+    """The reply-schema guard: every reply the real clients got during the test must parse with
+    their own response class for that endpoint and version (see reply_check/sitecustomize.py)."""
+    bad = env.reply_failures()
+    if bad:
+        seen = {}
+        for r in bad:
+            seen.setdefault((r["endpoint"], r.get("version"), r.get("client")), r["error"])
+        lines = [f"{e} (v{v}, {c}): {err}" for (e, v, c), err in sorted(seen.items())]
+        pytest.fail("replies the client could not parse with its own response class:\n" + "\n".join(lines),
+                    pytrace=False)

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from harness import SCRIPTS, ClientEnv, unique
+from harness import SCRIPTS, ClientEnv, fail_on_bad_replies, unique
 
 pytestmark = pytest.mark.sdk
 
@@ -30,7 +30,9 @@ def _metrics(task: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def sdk_client(server, tmp_path_factory) -> ClientEnv:
-    return ClientEnv(server, tmp_path_factory.mktemp("sdk-client"))
+    env = ClientEnv(server, tmp_path_factory.mktemp("sdk-client"))
+    yield env
+    fail_on_bad_replies(env)
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,8 @@ pub struct Ctx {
     pub worker_timeout_sec: i64,
     /// `tasks.stop` stops a task at once when no worker reported on it for this long.
     pub task_update_timeout_sec: i64,
+    /// Queue and worker statistics over time.
+    pub series: crate::metrics_series::Series,
 }
 
 impl Ctx {
@@ -70,13 +72,34 @@ pub fn is_public(endpoint: &str) -> bool {
 
 /// Runs one call. `None` means no such endpoint.
 pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
+    let result = dispatch(ctx, endpoint, req);
+    if let Some(Ok(reply)) = &result {
+        let idle_poll =
+            endpoint == "queues.get_next_task" && reply.as_object().is_some_and(|m| m.is_empty());
+        if !idle_poll && crate::metrics_series::changes_queues(endpoint) {
+            ctx.series.sample_queues(ctx);
+        }
+    }
+    result
+}
+
+fn dispatch(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
     let (service, action) = endpoint.split_once('.')?;
     match service {
-        "tasks" => crate::tasks::call(ctx, action, req),
-        "queues" => crate::queues::call(ctx, action, req),
-        "projects" => crate::projects::call(ctx, action, req),
+        "tasks" => crate::project_stats::tasks(ctx, action, req)
+            .or_else(|| crate::bulk::tasks(ctx, action, req))
+            .or_else(|| crate::tasks::call(ctx, action, req)),
+        "queues" => {
+            crate::bulk::queues(ctx, action, req).or_else(|| crate::queues::call(ctx, action, req))
+        }
+        "projects" => crate::project_stats::projects(ctx, action, req)
+            .or_else(|| crate::bulk::projects(ctx, action, req))
+            .or_else(|| crate::projects::call(ctx, action, req)),
+        "organization" => crate::bulk::organization(ctx, action, req),
         "workers" => crate::workers::call(ctx, action, req),
-        "events" => crate::events::call(ctx, action, req),
+        "events" => {
+            crate::bulk::events(ctx, action, req).or_else(|| crate::events::call(ctx, action, req))
+        }
         "models" => crate::models::call(ctx, action, req),
         "auth" | "server" | "debug" | "users" | "login" => misc(ctx, endpoint, req),
         _ => None,
@@ -193,6 +216,7 @@ pub(crate) fn test_ctx() -> (tempfile::TempDir, Ctx) {
         body_budget: tokio::sync::Semaphore::new(crate::http::BODY_BUDGET),
         worker_timeout_sec: 600,
         task_update_timeout_sec: 600,
+        series: Default::default(),
     };
     (dir, ctx)
 }

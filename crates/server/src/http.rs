@@ -26,7 +26,15 @@ pub const BODY_BUDGET: usize = MAX_BODY;
 const MAX_WAIT_MS: i64 = 25_000;
 
 pub fn router(ctx: Arc<Ctx>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(ctx)
+    // No DefaultBodyLimit: `handle` checks the token before it reads any of the body and
+    // enforces MAX_BODY itself (a 413 without reading an oversize body).
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::access_log::layer,
+        ))
+        .with_state(ctx)
 }
 
 /// `(requested version, endpoint)` from a request path, or `None` when it is not an API path.
@@ -56,6 +64,11 @@ fn parse_path(path: &str) -> Option<(Option<String>, String)> {
 
 fn envelope(endpoint: &str, version: &str, result: Result<Value, ApiError>) -> Response {
     let id = new_id();
+    let failure = result.as_ref().err().map(|e| crate::access_log::Failure {
+        code: e.code,
+        subcode: e.subcode,
+        msg: e.msg.clone(),
+    });
     let (code, subcode, msg, data) = match result {
         Ok(data) => (200, 0, "OK".to_string(), data),
         Err(e) => (e.code, e.subcode, e.msg, json!({})),
@@ -80,6 +93,9 @@ fn envelope(endpoint: &str, version: &str, result: Result<Value, ApiError>) -> R
         .into_response();
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("clearml"));
+    if let Some(f) = failure {
+        resp.extensions_mut().insert(f);
+    }
     resp
 }
 

@@ -9,18 +9,28 @@
 //! - `auth` issues and checks HS256 JWTs with a persistent secret;
 //! - `tasks`, `queues`, `projects`, `workers`, `events`, `models` implement the services, each
 //!   call one SQLite transaction (`store`), so a reply means the change is on disk;
+//! - `project_stats` (project-wide views over tasks) and `bulk` (the web UI's `*_many`, tag
+//!   lists and queue moves) sit in front of their services in the dispatch table;
+//! - `metrics_series` keeps the queue and worker statistics over time (in memory, with a
+//!   retention limit) behind `queues.get_queue_metrics` and `workers.get_stats`;
+//! - `access_log` logs every request at info (target `clearml_server::access`);
+//! - `query` filters, orders, pages and projects (`only_fields`, MongoDB semantics);
 //! - `files` serves uploads and downloads on its own port (and under `/files` on the API port);
 //! - `web` is the dashboard on the web port (ClearML's URL scheme, its own sign-in).
 
+mod access_log;
 mod api;
 mod auth;
+mod bulk;
 mod conn;
 mod error;
 mod events;
 pub mod files;
 mod http;
+mod metrics_series;
 mod models;
 mod private;
+mod project_stats;
 mod projects;
 mod query;
 mod queues;
@@ -148,6 +158,7 @@ impl Server {
             body_budget: tokio::sync::Semaphore::new(http::BODY_BUDGET),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
+            series: Default::default(),
         });
         queues::ensure_default(&ctx)?;
 
@@ -237,6 +248,16 @@ impl Server {
                     Ok(Err(e)) => tracing::warn!("watchdog: {e}"),
                     _ => {}
                 }
+            }
+        }));
+        let sampler_ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            // The real server re-logs every queue's state periodically too, so a queue that
+            // nothing touches still has points.
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let c = sampler_ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || c.series.sample_queues(&c)).await;
             }
         }));
         Ok(Server {

@@ -2,10 +2,10 @@
 
 use std::cmp::Ordering;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::req::{Req, get_path, project};
+use crate::req::{Req, get_path};
 use crate::store::Doc;
 
 /// Does a document value match a list filter (the real server's list-field query)? Plain
@@ -95,4 +95,185 @@ pub fn order_page_project(mut docs: Vec<Doc>, req: &Req) -> Result<Vec<Value>, A
         .take(page_size)
         .map(|d| Value::Object(project(&d, only.as_deref())))
         .collect())
+}
+
+/// The `only_fields` projection, as the real server's MongoDB projection answers it:
+/// - `id` always comes back;
+/// - a dotted path returns its parents: `runtime.version` on `runtime: {}` gives `runtime: {}`
+///   (the SDK reads `task.runtime.get("version")` and must find the object), and nothing when
+///   `runtime` itself is missing;
+/// - a path through a list projects every object in it (`execution.artifacts.key`), dropping
+///   items that are not objects; a path through a scalar or null returns nothing for it;
+/// - a field and one of its sub-paths together return the whole field;
+/// - `-field` excludes a path (from the whole document when nothing is included).
+pub fn project(doc: &Map<String, Value>, only_fields: Option<&[String]>) -> Map<String, Value> {
+    let Some(fields) = only_fields.filter(|f| !f.is_empty()) else {
+        return doc.clone();
+    };
+    let (mut include, mut exclude) = (Vec::new(), Vec::new());
+    for f in fields {
+        match f.strip_prefix('-') {
+            Some(x) if !x.is_empty() => exclude.push(x),
+            Some(_) => {}
+            None if !f.is_empty() => include.push(f.as_str()),
+            None => {}
+        }
+    }
+    let mut out = if include.is_empty() {
+        doc.clone()
+    } else {
+        // Shorter paths first, so a whole field is copied before any of its sub-paths.
+        include.sort_unstable();
+        let mut out = Map::new();
+        if let Some(id) = doc.get("id") {
+            out.insert("id".into(), id.clone());
+        }
+        for path in include {
+            let parts: Vec<&str> = path.split('.').collect();
+            copy_path(&parts, doc, &mut out);
+        }
+        out
+    };
+    for path in exclude {
+        let parts: Vec<&str> = path.split('.').collect();
+        remove_path(&parts, &mut out);
+    }
+    out
+}
+
+fn copy_path(parts: &[&str], src: &Map<String, Value>, dst: &mut Map<String, Value>) {
+    let Some((head, rest)) = parts.split_first() else {
+        return;
+    };
+    let Some(value) = src.get(*head) else {
+        return;
+    };
+    if rest.is_empty() {
+        dst.insert((*head).to_string(), value.clone());
+        return;
+    }
+    match value {
+        Value::Object(inner) => {
+            let entry = dst
+                .entry((*head).to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(d) = entry {
+                copy_path(rest, inner, d);
+            }
+        }
+        Value::Array(items) => {
+            let objects: Vec<&Map<String, Value>> =
+                items.iter().filter_map(Value::as_object).collect();
+            let entry = dst.entry((*head).to_string()).or_insert_with(|| {
+                Value::Array(objects.iter().map(|_| Value::Object(Map::new())).collect())
+            });
+            let Value::Array(d) = entry else {
+                return;
+            };
+            if d.len() != objects.len() {
+                return;
+            }
+            for (s, d) in objects.into_iter().zip(d.iter_mut()) {
+                if let Value::Object(d) = d {
+                    copy_path(rest, s, d);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn remove_path(parts: &[&str], doc: &mut Map<String, Value>) {
+    let Some((head, rest)) = parts.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        doc.remove(*head);
+        return;
+    }
+    match doc.get_mut(*head) {
+        Some(Value::Object(inner)) => remove_path(rest, inner),
+        Some(Value::Array(items)) => {
+            for item in items.iter_mut() {
+                if let Value::Object(inner) = item {
+                    remove_path(rest, inner);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn proj(doc: Value, fields: &[&str]) -> Value {
+        let doc = doc.as_object().cloned().unwrap_or_default();
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        Value::Object(project(&doc, Some(&fields)))
+    }
+
+    #[test]
+    fn nested_path_keeps_an_empty_parent() {
+        let doc = json!({"id": "t", "name": "n", "runtime": {}});
+        assert_eq!(
+            proj(doc, &["runtime.version", "name"]),
+            json!({"id": "t", "name": "n", "runtime": {}})
+        );
+    }
+
+    #[test]
+    fn nested_path_of_a_missing_or_scalar_parent_returns_nothing() {
+        let doc = json!({"id": "t", "runtime": null, "script": "x"});
+        assert_eq!(
+            proj(doc, &["runtime.version", "script.repo", "nope.a"]),
+            json!({"id": "t"})
+        );
+    }
+
+    #[test]
+    fn nested_leaf_and_siblings() {
+        let doc = json!({"id": "t", "execution": {"queue": "q", "parameters": {"a": 1}, "docker_cmd": null}});
+        assert_eq!(
+            proj(doc, &["execution.queue", "execution.docker_cmd"]),
+            json!({"id": "t", "execution": {"queue": "q", "docker_cmd": null}})
+        );
+    }
+
+    #[test]
+    fn path_through_a_list_projects_each_object() {
+        let doc = json!({"id": "t", "execution": {"artifacts": [
+            {"key": "a", "uri": "u1"}, 5, {"uri": "u2"}
+        ]}});
+        assert_eq!(
+            proj(doc, &["execution.artifacts.key"]),
+            json!({"id": "t", "execution": {"artifacts": [{"key": "a"}, {}]}})
+        );
+    }
+
+    #[test]
+    fn whole_field_wins_over_its_sub_path() {
+        let doc = json!({"id": "t", "runtime": {"version": "1", "x": 2}});
+        let whole = json!({"id": "t", "runtime": {"version": "1", "x": 2}});
+        assert_eq!(proj(doc.clone(), &["runtime.version", "runtime"]), whole);
+        assert_eq!(proj(doc, &["runtime", "runtime.version"]), whole);
+    }
+
+    #[test]
+    fn exclusions() {
+        let doc = json!({"id": "t", "a": {"b": 1, "c": 2}, "d": 3});
+        assert_eq!(
+            proj(doc.clone(), &["-a.b", "-d"]),
+            json!({"id": "t", "a": {"c": 2}})
+        );
+        assert_eq!(proj(doc, &["a", "-a.c"]), json!({"id": "t", "a": {"b": 1}}));
+    }
+
+    #[test]
+    fn no_fields_is_the_whole_document() {
+        let doc = json!({"id": "t", "a": 1});
+        assert_eq!(proj(doc.clone(), &[]), doc);
+    }
 }

@@ -197,7 +197,7 @@ pub fn call(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError
             tx.put(KIND, id, &q)?;
             Ok(json!({"updated": 1}))
         }),
-        "get_queue_metrics" => Ok(json!({"queues": []})),
+        "get_queue_metrics" => crate::metrics_series::queue_metrics(ctx, req),
         _ => return None,
     };
     Some(r)

@@ -182,21 +182,9 @@ pub fn doc_strings(doc: &Doc, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `only_fields` projection: the listed dotted paths (and `id`).
+/// `only_fields` projection: see [`crate::query::project`].
 pub fn project(doc: &Doc, only_fields: Option<&[String]>) -> Doc {
-    let Some(fields) = only_fields.filter(|f| !f.is_empty()) else {
-        return doc.clone();
-    };
-    let mut out = Map::new();
-    if let Some(id) = doc.get("id") {
-        out.insert("id".into(), id.clone());
-    }
-    for f in fields {
-        if let Some(v) = get_path(doc, f) {
-            set_path(&mut out, f, v.clone());
-        }
-    }
-    out
+    crate::query::project(doc, only_fields)
 }
 
 /// A `name` (or `comment`, worker `id`) filter: a Python-style `re.search` with the `regex`

@@ -20,12 +20,9 @@ pub fn call(ctx: &Ctx, action: &str, req: &Req) -> Option<Result<Value, ApiError
         "get_count" => get_all(ctx, req).map(
             |v| json!({"count": v.get("workers").and_then(Value::as_array).map_or(0, Vec::len)}),
         ),
-        "get_activity_report" => Ok(json!({
-            "total": {"dates": [], "counts": []},
-            "active": {"dates": [], "counts": []},
-        })),
-        "get_stats" => Ok(json!({"workers": []})),
-        "get_metric_keys" => Ok(json!({"categories": []})),
+        "get_activity_report" => crate::metrics_series::activity_report(ctx, req),
+        "get_stats" => crate::metrics_series::worker_stats(ctx, req),
+        "get_metric_keys" => crate::metrics_series::metric_keys(ctx, req),
         // Enterprise-only: the open-source server has no such endpoint, and the Python agent
         // crashes on a 200 without `runtime_properties`, so answer as the OSS server does.
         "get_runtime_properties" => return None,
@@ -159,6 +156,9 @@ fn status_report(ctx: &Ctx, req: &Req) -> Result<Value, ApiError> {
         None => None,
     };
     let machine_stats = req.object("machine_stats")?.cloned();
+    let timestamp = req.i64_opt("timestamp")?;
+    ctx.series
+        .record_worker(&worker, timestamp, task.is_some(), machine_stats.as_ref());
     let tags = req.str_list("tags")?;
     upsert(ctx, &worker, |w| {
         w.insert("last_report_time".into(), json!(now_iso()));

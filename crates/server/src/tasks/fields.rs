@@ -309,7 +309,9 @@ pub(super) fn delete(tx: &mut Tx<'_>, req: &Req) -> Result<Value, ApiError> {
     queues::remove_task_everywhere(tx, &id)?;
     tx.delete_events(&id)?;
     tx.delete(KIND, &id)?;
-    Ok(json!({"deleted": 1, "updated_children": 0, "updated_models": 0, "events": {}, "urls": {}}))
+    Ok(
+        json!({"deleted": true, "updated_children": 0, "updated_models": 0, "events": {}, "urls": {}}),
+    )
 }
 
 pub(super) fn require_editable(t: &Doc, force: bool) -> Result<(), ApiError> {

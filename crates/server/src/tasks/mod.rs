@@ -20,6 +20,8 @@ use artifacts::*;
 use fields::*;
 use params::*;
 use status::*;
+// The bulk and project-wide endpoints dequeue with the same rules.
+pub(crate) use status::dequeue_task;
 pub use status::{change_status, stop_stale};
 
 const KIND: &str = "tasks";
