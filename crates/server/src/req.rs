@@ -212,34 +212,10 @@ impl NameFilter {
 }
 
 /// Python's `urllib.parse.unquote_plus`: `+` is a space, `%XX` a byte, bad escapes stay as they
-/// are, and invalid UTF-8 becomes U+FFFD. The one `%XX` decoder of the server: query strings
-/// and files-server paths both go through it.
+/// are, and invalid UTF-8 becomes U+FFFD. Query strings and files-server paths both go through it.
 pub fn unquote_plus(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                // Two hex digits exactly: `from_str_radix` alone would take a sign (`%+1`).
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // The workspace's one `%XX` decoder.
+    clearml_percent::decode_form(s)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod charts;
 mod data;
 mod html;
 mod pages;
+mod tabs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -144,7 +145,7 @@ fn router(web: Arc<Web>, files_router: Router) -> Router {
         .route("/workers-and-queues", get(pages::workers))
         .route("/workers-and-queues/workers", get(pages::workers))
         .route("/workers-and-queues/queues", get(pages::queues))
-        .route("/web-data/log/{tid}", get(pages::log_tail))
+        .route("/web-data/log/{tid}", get(tabs::log_tail))
         .route("/actions/tasks/{tid}/{action}", post(task_action))
         .merge(files)
         .fallback(not_found)
