@@ -866,3 +866,121 @@ fn pid_alive(pid: i32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Issue 12: `daemon --stop --wait` lets the running task finish (completed, not stopped), takes
+/// nothing new (the next task stays queued) and the daemon exits; `--status` lists the agent
+/// with its running task.
+#[test]
+fn stop_wait_drains_and_status_lists_the_agent() {
+    let name = format!("drainer{}", std::process::id());
+    let mut s = Setup::new(&format!("agent.worker_name: \"{name}\"\n"));
+    let tmp = s.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let flag = s.dir.path().join("go");
+    let first = s.shell_task(
+        "drained",
+        &format!(
+            "echo started\nwhile [ ! -e {} ]; do sleep 0.1; done\necho done\n",
+            flag.display()
+        ),
+        "default",
+    );
+    let log = std::fs::File::create(s.dir.path().join("drain-daemon.log")).expect("log");
+    let child = s
+        .agent()
+        .env("TMPDIR", &tmp)
+        .args(["daemon", "--queue", "default"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("daemon");
+    s.daemons.push(child);
+    s.wait_status(&first, &["in_progress"], Duration::from_secs(60));
+    let second = s.shell_task("left-queued", "echo second\n", "default");
+
+    let status = s
+        .agent()
+        .env("TMPDIR", &tmp)
+        .args(["daemon", "--status"])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no line for the agent:\n{text}"));
+    assert!(line.contains(&s.daemons[0].id().to_string()), "{text}");
+    assert!(line.contains(&first), "{text}");
+    assert!(line.contains("default"), "{text}");
+
+    let stopper = s
+        .agent()
+        .env("TMPDIR", &tmp)
+        .args(["daemon", "--stop", "--wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("stop --wait");
+    // The daemon still runs its task while the stopper waits.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.status(&first), "in_progress");
+    assert!(s.daemons[0].try_wait().expect("wait").is_none());
+    std::fs::write(&flag, "").expect("flag");
+    let out = stopper.wait_with_output().expect("stopper exits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.daemons[0].try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.status(&first), "completed");
+    assert_eq!(s.status(&second), "queued");
+}
+
+/// Issue 12: `-O` and `--log-level` reach the task's process (PYTHONOPTIMIZE, CLEARML_LOG_LEVEL)
+/// in the daemon and in `execute`.
+#[test]
+fn run_flags_reach_the_task_environment() {
+    let mut s = Setup::new("");
+    // `execute` first, while no daemon could take the task.
+    let other = s.shell_task(
+        "env-flags-exec",
+        "echo \"opt=[$PYTHONOPTIMIZE] level=[$CLEARML_LOG_LEVEL]\"\n",
+        "default",
+    );
+    let out = s
+        .agent()
+        .args(["execute", "--id", &other, "-O", "--log-level", "ERROR"])
+        .output()
+        .expect("execute");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let log = s.log(&other);
+    assert!(log.contains("opt=[1] level=[ERROR]"), "{log}\n{text}");
+
+    let task = s.shell_task(
+        "env-flags",
+        "echo \"opt=[$PYTHONOPTIMIZE] level=[$CLEARML_LOG_LEVEL] user=[$CLEARML_AGENT_GIT_USER]\"\n",
+        "default",
+    );
+    s.start_daemon(&[
+        "--queue",
+        "default",
+        "-OO",
+        "--log-level",
+        "warning",
+        "--git-user",
+        "someone",
+    ]);
+    s.wait_status(&task, &["completed"], Duration::from_secs(60));
+    let log = s.log(&task);
+    assert!(
+        log.contains("opt=[2] level=[WARNING] user=[someone]"),
+        "{log}"
+    );
+}

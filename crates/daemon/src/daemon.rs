@@ -35,6 +35,10 @@ pub struct DaemonOptions {
     pub debug: bool,
     /// `--docker [IMAGE [ARGS...]]`: each task runs in a container (see `docker_mode`).
     pub docker: Option<crate::DockerMode>,
+    /// Variables for each task's process (`-O`, `--log-level`, `--git-user`, `--git-pass`).
+    pub extra_env: Vec<(String, String)>,
+    /// `--uptime` / `--downtime`: when to take tasks (`schedule`).
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -141,6 +145,19 @@ pub async fn run_daemon(
         wait_for_signal().await;
         let _ = shutdown_tx.send(true);
     });
+    // `--stop --wait` sends SIGUSR1: finish the running task, take nothing new, exit.
+    let (drain_tx, drain) = watch::channel(false);
+    let drain_signal = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            usr1.recv().await;
+            let _ = drain_tx.send(true);
+        }
+    });
+    if let Some(s) = &opts.schedule {
+        console.line(&format!("Schedule: {s}"));
+    }
+    let mut was_idle = false;
 
     let long_poll =
         env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
@@ -156,7 +173,29 @@ pub async fn run_daemon(
     };
     let mut start = 0usize;
     let mut interrupted = false;
-    while !*shutdown.borrow() {
+    while !*shutdown.borrow() && !*drain.borrow() {
+        // --- uptime/downtime (schedule.rs): outside the window take nothing, keep reporting.
+        if let Some(schedule) = &opts.schedule {
+            let tags = crate::schedule::queue_tags(&client, &queue_ids).await;
+            let idle =
+                crate::Schedule::decide(schedule.active_now(), &tags) == crate::Decision::Idle;
+            if idle != was_idle {
+                console.line(if idle {
+                    "Outside the working hours (--uptime/--downtime): taking no new task"
+                } else {
+                    "Inside the working hours: taking tasks"
+                });
+                was_idle = idle;
+            }
+            if idle {
+                let (mut s, mut d) = (shutdown.clone(), drain.clone());
+                let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                    tokio::select! { _ = s.changed() => {}, _ = d.changed() => {} }
+                })
+                .await;
+                continue;
+            }
+        }
         let (c, qs, from) = (&*client, &queues[..], start);
         let next = async move {
             if long_poll {
@@ -166,10 +205,10 @@ pub async fn run_daemon(
             }
         };
         tokio::pin!(next);
-        let mut s = shutdown.clone();
+        let (mut s, mut d) = (shutdown.clone(), drain.clone());
         let next = tokio::select! {
             r = &mut next => r,
-            _ = s.wait_for(|stop| *stop) => {
+            _ = async { tokio::select! { _ = s.wait_for(|stop| *stop) => {}, _ = d.wait_for(|x| *x) => {} } } => {
                 // A poll in flight may already have popped a task: let it answer (briefly) so
                 // the task can be given back instead of being lost.
                 tokio::time::timeout(LONG_POLL + Duration::from_secs(1), &mut next)
@@ -187,7 +226,7 @@ pub async fn run_daemon(
                 None
             }
         };
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || *drain.borrow() {
             if let Some((task, idx)) = picked {
                 give_back(&client, &queues[idx], &task).await;
             }
@@ -239,6 +278,7 @@ pub async fn run_daemon(
         };
     }
     signals.abort();
+    drain_signal.abort();
     if let Some(t) = cache_timer {
         t.abort(); // cache size policy timer (issue 5)
     }
@@ -420,6 +460,7 @@ impl Runner {
         if let Err(e) = self.state.record(task, &self.worker_id, &marker) {
             console.line(&format!("Warning: cannot record the running task: {e}"));
         }
+        cmd.envs(self.opts.extra_env.iter().map(|(k, v)| (k, v)));
         if let Some(d) = &self.opts.docker {
             d.apply(&mut cmd);
         }

@@ -30,6 +30,10 @@ pub struct ExecuteOptions {
     pub debug: bool,
     /// `--docker [IMAGE]`: run the task in a container.
     pub docker: Option<crate::DockerMode>,
+    /// Variables for the task's process (`-O`, `--log-level`, `--git-user`, `--git-pass`).
+    pub extra_env: Vec<(String, String)>,
+    /// `--gpus` / `--cpu-only` (`none`) for the task's process.
+    pub visible: Option<String>,
 }
 
 /// `build`'s command line.
@@ -187,8 +191,9 @@ pub async fn execute_monitored(
         opts.config_file.as_deref(),
         opts.debug,
         &work_root,
-        None,
+        opts.visible.as_deref(),
     );
+    cmd.envs(opts.extra_env.iter().map(|(k, v)| (k, v)));
     if let Some(d) = &opts.docker {
         d.apply(&mut cmd);
     }

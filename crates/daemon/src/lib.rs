@@ -32,6 +32,7 @@ mod prepare;
 mod process;
 mod procinfo;
 mod queues;
+mod schedule;
 mod settings;
 mod slot_state;
 mod stop;
@@ -51,9 +52,10 @@ pub use prepare::{
 };
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
+pub use schedule::{Decision, Schedule, ScheduleError};
 pub use settings::DaemonSettings;
 pub use slot_state::die_with_parent;
-pub use stop::{Skipped, StopPlan, plan_stop, stop_agent};
+pub use stop::{Skipped, StopPlan, drain_agent, plan_stop, stop_agent};
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
 /// What the CLI shows a person: the workspace's one progress trait (crate
