@@ -310,9 +310,6 @@ pub fn daemon(
              instead (--gpus 0 --queue a, --gpus 1,2 --queue b: each gets its own worker id)"
         );
     }
-    if args.services_mode.is_some() {
-        bail!("--services-mode is not supported by this agent yet");
-    }
     if args.use_owner_token {
         bail!("--use-owner-token is not supported by this agent yet");
     }
@@ -354,6 +351,7 @@ pub fn daemon(
         docker: docker_mode(&docker, podman, &args.gpus, args.cpu_only),
         extra_env: child_env(&run, args.standalone_mode)?,
         schedule,
+        services_mode: args.services_mode,
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))

@@ -984,3 +984,80 @@ fn run_flags_reach_the_task_environment() {
         "{log}"
     );
 }
+
+/// Issue 12: `--services-mode` runs three tasks at once, each under its own
+/// `<id>:service:<task>` worker, and SIGTERM stops all of them (marked stopped).
+#[test]
+fn services_mode_runs_tasks_together_and_sigterm_stops_them_all() {
+    let mut s = Setup::new("");
+    let tasks: Vec<String> = (0..3)
+        .map(|i| {
+            s.shell_task(
+                &format!("service{i}"),
+                "echo serving\nwhile true; do sleep 0.1; done\n",
+                "default",
+            )
+        })
+        .collect();
+    let d = s.start_daemon(&["--queue", "default", "--services-mode"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let states: Vec<String> = tasks.iter().map(|t| s.status(t)).collect();
+        if states.iter().all(|st| st == "in_progress") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all running at once: {states:?}\n{}",
+            s.daemon_output(d)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers = s.workers();
+        if tasks.iter().all(|t| {
+            workers
+                .iter()
+                .any(|w| w.ends_with(&format!(":service:{t}")))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers: {workers:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = s.daemons[d].id();
+    run(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    let status = s.daemons[d].wait().expect("daemon exits");
+    assert!(status.success(), "{status:?}\n{}", s.daemon_output(d));
+    for t in &tasks {
+        assert_eq!(s.status(t), "stopped", "{}", s.daemon_output(d));
+    }
+    assert!(s.workers().is_empty(), "{:?}", s.workers());
+}
+
+/// Issue 12: `--services-mode 2` never runs more than two tasks at once.
+#[test]
+fn services_mode_limit_is_kept() {
+    let mut s = Setup::new("");
+    let tasks: Vec<String> = (0..3)
+        .map(|i| s.shell_task(&format!("short{i}"), "sleep 2\necho ok\n", "default"))
+        .collect();
+    let d = s.start_daemon(&["--queue", "default", "--services-mode", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most = 0;
+    loop {
+        let states: Vec<String> = tasks.iter().map(|t| s.status(t)).collect();
+        most = most.max(states.iter().filter(|st| *st == "in_progress").count());
+        if states.iter().all(|st| st == "completed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{states:?}\n{}",
+            s.daemon_output(d)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(most, 2, "{}", s.daemon_output(d));
+}

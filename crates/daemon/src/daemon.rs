@@ -39,6 +39,8 @@ pub struct DaemonOptions {
     pub extra_env: Vec<(String, String)>,
     /// `--uptime` / `--downtime`: when to take tasks (`schedule`).
     pub schedule: Option<crate::schedule::Schedule>,
+    /// `--services-mode [N]`: run up to N tasks at once (0: no limit), see `services`.
+    pub services_mode: Option<usize>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -52,7 +54,7 @@ pub async fn run_daemon(
 ) -> Result<i32, DaemonError> {
     let agent = config.agent()?;
     let env = config.env();
-    let visible = if opts.cpu_only {
+    let visible = if opts.cpu_only || opts.services_mode.is_some() {
         Some("none".to_string())
     } else {
         opts.gpus.clone().or_else(|| {
@@ -158,7 +160,6 @@ pub async fn run_daemon(
         console.line(&format!("Schedule: {s}"));
     }
     let mut was_idle = false;
-
     let long_poll =
         env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
     let runner = Runner {
@@ -173,7 +174,42 @@ pub async fn run_daemon(
     };
     let mut start = 0usize;
     let mut interrupted = false;
-    while !*shutdown.borrow() && !*drain.borrow() {
+    // --- services mode (services.rs): many tasks at once instead of the loop below.
+    if let Some(max) = opts.services_mode {
+        let services = crate::services::Services {
+            runner: &runner,
+            queues: &queues,
+            max,
+            status_report: runner.settings.status_report,
+            child_report_tags: opts.child_report_tags.clone(),
+        };
+        let (c, qs, pause) = (&*client, &queues[..], runner.settings.poll_interval);
+        let next = |from: usize| async move {
+            let r = if long_poll {
+                next_task_long_poll(c, qs, from).await
+            } else {
+                next_task_polling(c, qs, from, console).await
+            };
+            match r {
+                Ok(Some(p)) => Some(p),
+                Ok(None) if long_poll => None,
+                Ok(None) => {
+                    tokio::time::sleep(pause).await;
+                    None
+                }
+                Err(e) => {
+                    console.line(&format!("Warning: could not access the task queues: {e}"));
+                    tokio::time::sleep(pause).await;
+                    None
+                }
+            }
+        };
+        interrupted = services
+            .run(shutdown.clone(), drain.clone(), console, next)
+            .await;
+    }
+
+    while opts.services_mode.is_none() && !*shutdown.borrow() && !*drain.borrow() {
         // --- uptime/downtime (schedule.rs): outside the window take nothing, keep reporting.
         if let Some(schedule) = &opts.schedule {
             let tags = crate::schedule::queue_tags(&client, &queue_ids).await;
@@ -388,7 +424,7 @@ async fn next_task_polling(
 }
 
 /// A task pulled while shutting down goes back to the head of its queue.
-async fn give_back(client: &Client, queue: &Queue, task: &str) {
+pub(crate) async fn give_back(client: &Client, queue: &Queue, task: &str) {
     let _ = client
         .call("queues.add_task", json!({"queue": queue.id, "task": task}))
         .await;
@@ -401,21 +437,21 @@ async fn give_back(client: &Client, queue: &Queue, task: &str) {
 }
 
 /// Runs tasks for the daemon.
-struct Runner {
-    client: Arc<Client>,
+pub(crate) struct Runner {
+    pub(crate) client: Arc<Client>,
     /// [`monitor::quick_client`]: log shipping and the last unregister.
-    ship_client: Arc<Client>,
-    worker_id: String,
-    settings: DaemonSettings,
-    work_root: PathBuf,
+    pub(crate) ship_client: Arc<Client>,
+    pub(crate) worker_id: String,
+    pub(crate) settings: DaemonSettings,
+    pub(crate) work_root: PathBuf,
     /// Which task runs, for the next daemon if this one is killed.
-    state: SlotState,
-    visible: Option<String>,
-    opts: DaemonOptions,
+    pub(crate) state: SlotState,
+    pub(crate) visible: Option<String>,
+    pub(crate) opts: DaemonOptions,
 }
 
 impl Runner {
-    async fn run_one(
+    pub(crate) async fn run_one(
         &self,
         task: &str,
         queue: &Queue,

@@ -33,6 +33,7 @@ mod process;
 mod procinfo;
 mod queues;
 mod schedule;
+mod services;
 mod settings;
 mod slot_state;
 mod stop;
@@ -53,6 +54,7 @@ pub use prepare::{
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
 pub use schedule::{Decision, Schedule, ScheduleError};
+pub use services::{has_room, service_work_root, service_worker_id};
 pub use settings::DaemonSettings;
 pub use slot_state::die_with_parent;
 pub use stop::{Skipped, StopPlan, drain_agent, plan_stop, stop_agent};
