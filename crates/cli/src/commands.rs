@@ -92,7 +92,8 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     config.venvs_cache()?;
     config.monitor()?;
     let docker = config.docker()?;
-    let masked = config.masked();
+    let mut masked = config.masked();
+    crate::derived::add_derived(&config, &mut masked);
     if args.json {
         println!("{}", clearml_hocon::render_json(&masked));
         return Ok(ExitCode::SUCCESS);
