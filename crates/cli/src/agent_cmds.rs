@@ -313,23 +313,8 @@ pub fn daemon(
     if args.use_owner_token {
         bail!("--use-owner-token is not supported by this agent yet");
     }
-    // --uptime/--downtime, else agent.uptime/agent.downtime.
-    // A plain string is one entry (as for other list keys).
-    let list = |key: &str| -> anyhow::Result<Vec<String>> {
-        Ok(match config.get(key) {
-            None => Vec::new(),
-            Some(v) if v.is_null() => Vec::new(),
-            Some(_) => match config.tree().get_str_list(key) {
-                Ok(l) => l.unwrap_or_default(),
-                Err(_) => config.tree().get_str(key)?.into_iter().collect(),
-            },
-        })
-    };
-    let (up, down) = match (&args.uptime, &args.downtime) {
-        (None, None) => (list("agent.uptime")?, list("agent.downtime")?),
-        (u, d) => (u.clone().unwrap_or_default(), d.clone().unwrap_or_default()),
-    };
-    let schedule = clearml_daemon::Schedule::parse(&up, &down)?;
+    // --uptime/--downtime, else agent.uptime/agent.downtime: checked before detaching.
+    clearml_daemon::schedule_for(&config, &args.uptime, &args.downtime)?;
     if args.detached {
         detach()?;
     }
@@ -350,7 +335,8 @@ pub fn daemon(
         debug,
         docker: docker_mode(&docker, podman, &args.gpus, args.cpu_only),
         extra_env: child_env(&run, args.standalone_mode)?,
-        schedule,
+        uptime: args.uptime.clone(),
+        downtime: args.downtime.clone(),
         services_mode: args.services_mode,
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;

@@ -1061,3 +1061,37 @@ fn services_mode_limit_is_kept() {
     }
     assert_eq!(most, 2, "{}", s.daemon_output(d));
 }
+
+/// Issue 12: outside its `agent.downtime` window the daemon takes no task but stays
+/// registered; with `agent.reload_config` an edit of clearml.conf (the downtime removed)
+/// takes effect without a restart.
+#[test]
+fn downtime_holds_tasks_and_reload_config_picks_up_the_edit() {
+    let mut s = Setup::new("agent.reload_config: true\nagent.downtime: [\"0-24\"]\n");
+    let task = s.shell_task("after-downtime", "echo ran\n", "default");
+    let log = std::fs::File::create(s.dir.path().join("reload-daemon.log")).expect("log");
+    let child = s
+        .agent()
+        .env("CLEARML_AGENT_QUEUE_POLL_FREQ_SEC", "0.3")
+        .args(["daemon", "--queue", "default"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("daemon");
+    s.daemons.push(child);
+    let read = |s: &Setup| {
+        std::fs::read_to_string(s.dir.path().join("reload-daemon.log")).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read(&s).contains("Outside the working hours") {
+        assert!(Instant::now() < deadline, "{}", read(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.status(&task), "queued", "{}", read(&s));
+    assert_eq!(s.workers().len(), 1, "the idle daemon must stay registered");
+    let conf = std::fs::read_to_string(&s.conf).expect("conf");
+    std::fs::write(&s.conf, conf.replace("agent.downtime: [\"0-24\"]\n", "")).expect("edit");
+    s.wait_status(&task, &["completed"], Duration::from_secs(60));
+    assert!(read(&s).contains("Schedule removed"), "{}", read(&s));
+}

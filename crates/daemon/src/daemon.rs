@@ -37,8 +37,10 @@ pub struct DaemonOptions {
     pub docker: Option<crate::DockerMode>,
     /// Variables for each task's process (`-O`, `--log-level`, `--git-user`, `--git-pass`).
     pub extra_env: Vec<(String, String)>,
-    /// `--uptime` / `--downtime`: when to take tasks (`schedule`).
-    pub schedule: Option<crate::schedule::Schedule>,
+    /// `--uptime` / `--downtime` as given (`None`: `agent.uptime`/`agent.downtime`), see
+    /// `schedule`.
+    pub uptime: Option<Vec<String>>,
+    pub downtime: Option<Vec<String>>,
     /// `--services-mode [N]`: run up to N tasks at once (0: no limit), see `services`.
     pub services_mode: Option<usize>,
 }
@@ -156,13 +158,16 @@ pub async fn run_daemon(
             let _ = drain_tx.send(true);
         }
     });
-    if let Some(s) = &opts.schedule {
+    let mut schedule = crate::schedule::schedule_for(config, &opts.uptime, &opts.downtime)?;
+    // agent.reload_config: the configuration is read again between tasks (below).
+    let mut reload = agent.reload_config;
+    if let Some(s) = &schedule {
         console.line(&format!("Schedule: {s}"));
     }
     let mut was_idle = false;
     let long_poll =
         env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
-    let runner = Runner {
+    let mut runner = Runner {
         client: client.clone(),
         ship_client: monitor::quick_client(&client),
         worker_id: worker_id.clone(),
@@ -210,8 +215,37 @@ pub async fn run_daemon(
     }
 
     while opts.services_mode.is_none() && !*shutdown.borrow() && !*drain.borrow() {
+        // --- agent.reload_config: pick up edits of clearml.conf between tasks (the tasks'
+        // own processes read it anyway); a file that no longer loads keeps the last settings.
+        if reload {
+            let fresh = Config::load(&clearml_config::LoadOptions {
+                config_file: opts.config_file.clone(),
+                env: config.env().clone(),
+            });
+            match fresh.map_err(DaemonError::from).and_then(|c| {
+                let mut s = DaemonSettings::from_config(&c, opts.polling_interval)?;
+                s.monitor.echo = opts.foreground;
+                let sched = crate::schedule::schedule_for(&c, &opts.uptime, &opts.downtime)?;
+                Ok((c.agent()?.reload_config, s, sched))
+            }) {
+                Ok((again, s, sched)) => {
+                    reload = again;
+                    runner.settings = s;
+                    if sched != schedule {
+                        match &sched {
+                            Some(x) => console.line(&format!("Schedule (reloaded): {x}")),
+                            None => console.line("Schedule removed (reloaded configuration)"),
+                        }
+                        schedule = sched;
+                    }
+                }
+                Err(e) => console.line(&format!(
+                    "Warning: could not reload the configuration, keeping the last one: {e}"
+                )),
+            }
+        }
         // --- uptime/downtime (schedule.rs): outside the window take nothing, keep reporting.
-        if let Some(schedule) = &opts.schedule {
+        if let Some(schedule) = &schedule {
             let tags = crate::schedule::queue_tags(&client, &queue_ids).await;
             let idle =
                 crate::Schedule::decide(schedule.active_now(), &tags) == crate::Decision::Idle;
@@ -225,7 +259,12 @@ pub async fn run_daemon(
             }
             if idle {
                 let (mut s, mut d) = (shutdown.clone(), drain.clone());
-                let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                let pause = if reload {
+                    runner.settings.poll_interval
+                } else {
+                    Duration::from_secs(30)
+                };
+                let _ = tokio::time::timeout(pause, async {
                     tokio::select! { _ = s.changed() => {}, _ = d.changed() => {} }
                 })
                 .await;

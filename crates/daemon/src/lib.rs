@@ -53,7 +53,7 @@ pub use prepare::{
 };
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
-pub use schedule::{Decision, Schedule, ScheduleError};
+pub use schedule::{Decision, Schedule, ScheduleError, schedule_for};
 pub use services::{has_room, service_work_root, service_worker_id};
 pub use settings::DaemonSettings;
 pub use slot_state::die_with_parent;

@@ -207,6 +207,35 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// The schedule from `--uptime`/`--downtime` when either is given, else from `agent.uptime`
+/// / `agent.downtime` (a list, or one string).
+pub fn schedule_for(
+    config: &clearml_config::Config,
+    uptime: &Option<Vec<String>>,
+    downtime: &Option<Vec<String>>,
+) -> Result<Option<Schedule>, crate::DaemonError> {
+    let list = |key: &str| -> Vec<String> {
+        match config.tree().get_str_list(key) {
+            Ok(l) => l.unwrap_or_default(),
+            Err(_) => config
+                .tree()
+                .get_str(key)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+        }
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+    };
+    let (up, down) = match (uptime, downtime) {
+        (None, None) => (list("agent.uptime"), list("agent.downtime")),
+        (u, d) => (u.clone().unwrap_or_default(), d.clone().unwrap_or_default()),
+    };
+    Schedule::parse(&up, &down).map_err(|e| crate::DaemonError::Task(e.to_string()))
+}
+
 /// The tags of the daemon's queues (none when the server cannot be asked).
 pub(crate) async fn queue_tags(client: &clearml_api::Client, queue_ids: &[String]) -> Vec<String> {
     let Ok(r) = client
