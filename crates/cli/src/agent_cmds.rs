@@ -304,12 +304,24 @@ pub fn daemon(
     if args.cpu_only && args.gpus.is_some() {
         bail!("--cpu-only and --gpus cannot be used together");
     }
-    if args.dynamic_gpus {
-        bail!(
-            "--dynamic-gpus is not supported by this agent yet; run one daemon per GPU set \
-             instead (--gpus 0 --queue a, --gpus 1,2 --queue b: each gets its own worker id)"
-        );
-    }
+    // --dynamic-gpus: `--queue name=N` entries and the --gpus pool.
+    let (queues, dynamic_gpus) = if args.dynamic_gpus {
+        if args.services_mode.is_some() {
+            bail!("--dynamic-gpus and --services-mode cannot be used together");
+        }
+        let shares = clearml_daemon::parse_queues(&args.queues)?;
+        let pool = clearml_daemon::parse_pool(args.gpus.as_deref().unwrap_or_default())?;
+        let names = shares.iter().map(|q| q.queue.clone()).collect();
+        (
+            names,
+            Some(clearml_daemon::DynamicGpus {
+                pool,
+                queues: shares,
+            }),
+        )
+    } else {
+        (args.queues.clone(), None)
+    };
     if args.use_owner_token {
         bail!("--use-owner-token is not supported by this agent yet");
     }
@@ -323,7 +335,7 @@ pub fn daemon(
         None => (args.docker.clone(), false),
     };
     let options = DaemonOptions {
-        queues: args.queues.clone(),
+        queues,
         create_queue: args.create_queue,
         order_fairness: args.order_fairness,
         polling_interval: args.polling_interval,
@@ -338,6 +350,7 @@ pub fn daemon(
         uptime: args.uptime.clone(),
         downtime: args.downtime.clone(),
         services_mode: args.services_mode,
+        dynamic_gpus,
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))

@@ -1095,3 +1095,50 @@ fn downtime_holds_tasks_and_reload_config_picks_up_the_edit() {
     s.wait_status(&task, &["completed"], Duration::from_secs(60));
     assert!(read(&s).contains("Schedule removed"), "{}", read(&s));
 }
+
+/// Issue 12: `--dynamic-gpus --gpus 0-2 --queue dual=2 single=1` gives each task its own GPUs
+/// (visible devices and worker id), never shares one, and holds a task back until enough
+/// GPUs are free. (No GPU is needed: only the assignment is checked.)
+#[test]
+fn dynamic_gpus_split_the_pool_between_tasks() {
+    let mut s = Setup::new("agent.worker_name: \"gpubox\"\n");
+    let flag = s.dir.path().join("release");
+    let d = s.start_daemon(&[
+        "--dynamic-gpus",
+        "--gpus",
+        "0-2",
+        "--queue",
+        "dual=2",
+        "single=1",
+        "--create-queue",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.workers().is_empty() {
+        assert!(Instant::now() < deadline, "{}", s.daemon_output(d));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let script = format!(
+        "echo \"gpus=[$CUDA_VISIBLE_DEVICES]\"\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
+        flag.display()
+    );
+    let a = s.shell_task("dual-a", &script, "dual");
+    s.wait_status(&a, &["in_progress"], Duration::from_secs(60));
+    let b = s.shell_task("single-b", &script, "single");
+    s.wait_status(&b, &["in_progress"], Duration::from_secs(60));
+    let c = s.shell_task("dual-c", &script, "dual");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.status(&c), "queued", "{}", s.daemon_output(d));
+    let workers = s.workers();
+    assert!(
+        workers.contains(&"gpubox:gpu0,1".to_string()),
+        "{workers:?}"
+    );
+    assert!(workers.contains(&"gpubox:gpu2".to_string()), "{workers:?}");
+    std::fs::write(&flag, "").expect("flag");
+    for t in [&a, &b, &c] {
+        s.wait_status(t, &["completed"], Duration::from_secs(60));
+    }
+    assert!(s.log(&a).contains("gpus=[0,1]"), "{}", s.log(&a));
+    assert!(s.log(&b).contains("gpus=[2]"), "{}", s.log(&b));
+    assert!(s.log(&c).contains("gpus=[0,1]"), "{}", s.log(&c));
+}

@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     pub downtime: Option<Vec<String>>,
     /// `--services-mode [N]`: run up to N tasks at once (0: no limit), see `services`.
     pub services_mode: Option<usize>,
+    /// `--dynamic-gpus`: the GPU pool shared between the queues' tasks (see `gpus`).
+    pub dynamic_gpus: Option<crate::gpus::DynamicGpus>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -56,7 +58,9 @@ pub async fn run_daemon(
 ) -> Result<i32, DaemonError> {
     let agent = config.agent()?;
     let env = config.env();
-    let visible = if opts.cpu_only || opts.services_mode.is_some() {
+    let visible = if let Some(d) = &opts.dynamic_gpus {
+        Some(d.pool.join(","))
+    } else if opts.cpu_only || opts.services_mode.is_some() {
         Some("none".to_string())
     } else {
         opts.gpus.clone().or_else(|| {
@@ -180,21 +184,39 @@ pub async fn run_daemon(
     let mut start = 0usize;
     let mut interrupted = false;
     // --- services mode (services.rs): many tasks at once instead of the loop below.
-    if let Some(max) = opts.services_mode {
+    let allocator = opts
+        .dynamic_gpus
+        .as_ref()
+        .map(|d| crate::gpus::Allocator::new(d.pool.clone()));
+    if opts.services_mode.is_some() || opts.dynamic_gpus.is_some() {
         let services = crate::services::Services {
             runner: &runner,
             queues: &queues,
-            max,
+            max: opts.services_mode.unwrap_or(0),
             status_report: runner.settings.status_report,
             child_report_tags: opts.child_report_tags.clone(),
+            gpus: match (&allocator, &opts.dynamic_gpus) {
+                (Some(a), Some(d)) => Some((
+                    a,
+                    &d.queues[..],
+                    agent
+                        .worker_name
+                        .clone()
+                        .unwrap_or_else(identity::host_name),
+                )),
+                _ => None,
+            },
         };
         let (c, qs, pause) = (&*client, &queues[..], runner.settings.poll_interval);
-        let next = |from: usize| async move {
+        let next = |eligible: Vec<usize>| async move {
+            // Ask only the eligible queues; answer with the index into all of them.
+            let sub: Vec<Queue> = eligible.iter().map(|i| qs[*i].clone()).collect();
             let r = if long_poll {
-                next_task_long_poll(c, qs, from).await
+                next_task_long_poll(c, &sub, 0).await
             } else {
-                next_task_polling(c, qs, from, console).await
+                next_task_polling(c, &sub, 0, console).await
             };
+            let r = r.map(|p| p.map(|(task, i)| (task, eligible[i])));
             match r {
                 Ok(Some(p)) => Some(p),
                 Ok(None) if long_poll => None,
@@ -214,7 +236,11 @@ pub async fn run_daemon(
             .await;
     }
 
-    while opts.services_mode.is_none() && !*shutdown.borrow() && !*drain.borrow() {
+    while opts.services_mode.is_none()
+        && opts.dynamic_gpus.is_none()
+        && !*shutdown.borrow()
+        && !*drain.borrow()
+    {
         // --- agent.reload_config: pick up edits of clearml.conf between tasks (the tasks'
         // own processes read it anyway); a file that no longer loads keeps the last settings.
         if reload {

@@ -25,6 +25,7 @@ mod contain;
 mod daemon;
 mod docker_mode;
 mod execute;
+mod gpus;
 mod identity;
 mod inner_config;
 mod monitor;
@@ -44,6 +45,7 @@ pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};
 pub use execute::{
     BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
 };
+pub use gpus::{Allocator, DynamicGpus, GpuSpecError, QueueGpus, parse_pool, parse_queues};
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
 pub use inner_config::{inner_config, inner_config_text};
 pub use monitor::{Ending, MonitorSettings, TaskResult};

@@ -49,11 +49,18 @@ pub(crate) struct Services<'a> {
     pub max: usize,
     pub status_report: Duration,
     pub child_report_tags: Vec<String>,
+    /// `--dynamic-gpus`: the pool, each queue's share (same order as `queues`) and the worker
+    /// name the tasks' ids are made from.
+    pub gpus: Option<(
+        &'a crate::gpus::Allocator,
+        &'a [crate::gpus::QueueGpus],
+        String,
+    )>,
 }
 
 impl Services<'_> {
     /// Pulls and runs tasks until `shutdown` (or `drain`: then running tasks finish first).
-    /// `next` asks the queues once (starting at the given queue index).
+    /// `next` asks the given queues (indices into `queues`) once, starting at the first.
     pub(crate) async fn run<F, Fut>(
         &self,
         mut shutdown: watch::Receiver<bool>,
@@ -62,16 +69,25 @@ impl Services<'_> {
         next: F,
     ) -> bool
     where
-        F: Fn(usize) -> Fut,
+        F: Fn(Vec<usize>) -> Fut,
         Fut: std::future::Future<Output = Option<(String, usize)>>,
     {
         let mut running = FuturesUnordered::new();
         let mut interrupted = false;
         let stopping =
             |s: &watch::Receiver<bool>, d: &watch::Receiver<bool>| *s.borrow() || *d.borrow();
-        let mut start = 0usize;
         while !stopping(&shutdown, &drain) {
-            if !has_room(self.max, running.len()) {
+            // With --dynamic-gpus only the queues whose minimum the free GPUs meet.
+            let eligible: Vec<usize> = match &self.gpus {
+                None => (0..self.queues.len()).collect(),
+                Some((pool, shares, _)) => {
+                    let free = pool.free();
+                    (0..self.queues.len())
+                        .filter(|i| shares.get(*i).is_some_and(|q| q.min <= free))
+                        .collect()
+                }
+            };
+            if !has_room(self.max, running.len()) || eligible.is_empty() {
                 tokio::select! {
                     Some(i) = running.next() => interrupted |= i,
                     _ = shutdown.changed() => {}
@@ -79,7 +95,7 @@ impl Services<'_> {
                 }
                 continue;
             }
-            let mut poll = pin!(next(start));
+            let mut poll = pin!(next(eligible));
             let picked = loop {
                 tokio::select! {
                     r = &mut poll => break r,
@@ -100,8 +116,21 @@ impl Services<'_> {
                 crate::daemon::give_back(&self.runner.client, &self.queues[idx], &task).await;
                 break;
             }
-            start = 0;
-            running.push(self.one(task, idx, shutdown.clone(), console));
+            let gpus = match &self.gpus {
+                None => None,
+                Some((pool, shares, _)) => {
+                    let share = &shares[idx];
+                    match pool.take(share.min, share.max) {
+                        Some(g) => Some(g),
+                        None => {
+                            crate::daemon::give_back(&self.runner.client, &self.queues[idx], &task)
+                                .await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            running.push(self.one(task, idx, shutdown.clone(), console, gpus));
         }
         // SIGTERM: each runner sees the shutdown and stops its task; drain: they finish.
         while let Some(i) = running.next().await {
@@ -117,9 +146,29 @@ impl Services<'_> {
         idx: usize,
         shutdown: watch::Receiver<bool>,
         console: &dyn Console,
+        gpus: Option<Vec<String>>,
     ) -> bool {
         let base = self.runner;
-        let worker_id = service_worker_id(&base.worker_id, &task);
+        let (worker_id, visible) = match (&gpus, &self.gpus) {
+            (Some(g), Some((_, _, name))) => {
+                let visible = g.join(",");
+                let id = crate::identity::worker_id_for(
+                    &crate::identity::IdentityInput {
+                        configured_id: None,
+                        worker_name: name.clone(),
+                        visible_devices: Some(visible.clone()),
+                        dir: std::env::temp_dir(),
+                    },
+                    0,
+                );
+                console.line(&format!("Task {task} gets GPUs {visible}"));
+                (id, Some(visible))
+            }
+            _ => (
+                service_worker_id(&base.worker_id, &task),
+                base.visible.clone(),
+            ),
+        };
         let work_root = service_work_root(&base.work_root, &task);
         if let Err(e) = std::fs::create_dir_all(&work_root) {
             console.line(&format!(
@@ -150,7 +199,7 @@ impl Services<'_> {
             settings: base.settings.clone(),
             state: SlotState::new(&work_root),
             work_root: work_root.clone(),
-            visible: base.visible.clone(),
+            visible,
             opts: base.opts.clone(),
         };
         let result = runner.run_one(&task, queue, shutdown, console).await;
@@ -160,6 +209,9 @@ impl Services<'_> {
             .call("workers.unregister", json!({"worker": worker_id}))
             .await;
         let _ = std::fs::remove_dir_all(&work_root);
+        if let (Some(g), Some((pool, _, _))) = (&gpus, &self.gpus) {
+            pool.give_back(g);
+        }
         result.ending == crate::monitor::Ending::Interrupted
     }
 }
