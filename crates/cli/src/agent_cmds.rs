@@ -153,8 +153,10 @@ pub struct DaemonArgs {
     /// free GPUs from the --gpus pool for as long as it runs.
     #[arg(long, requires = "gpus")]
     pub dynamic_gpus: bool,
-    /// Run tasks with no network access and nothing installed (not supported yet: refused
-    /// with an error rather than ignored)
+    /// Build no environment and install nothing: tasks run with the Python as it is
+    ///
+    /// agent.python_binary, else the task's Python version on PATH. The code is still
+    /// checked out (through the repository cache).
     #[arg(long)]
     pub standalone_mode: bool,
     /// Run each task as its owner (X-Clearml-Impersonate-As, where the server allows it)
@@ -210,8 +212,10 @@ pub struct ExecuteArgs {
     /// Run without GPUs
     #[arg(long)]
     pub cpu_only: bool,
-    /// Run the task with no network access and nothing installed (not supported yet: refused
-    /// with an error rather than ignored)
+    /// Build no environment and install nothing: run the task with the Python as it is
+    ///
+    /// agent.python_binary, else the task's Python version on PATH. The code is still
+    /// checked out (through the repository cache).
     #[arg(long)]
     pub standalone_mode: bool,
     #[command(flatten)]
@@ -346,7 +350,7 @@ pub fn daemon(
         config_file: opts.config_file.clone(),
         debug,
         docker: docker_mode(&docker, podman, &args.gpus, args.cpu_only),
-        extra_env: child_env(&run, args.standalone_mode)?,
+        extra_env: child_env(&run, args.standalone_mode),
         uptime: args.uptime.clone(),
         downtime: args.downtime.clone(),
         services_mode: args.services_mode,
@@ -357,14 +361,12 @@ pub fn daemon(
 }
 
 /// What the task's process gets from the shared flags (and `--standalone-mode`).
-fn child_env(run: &RunFlags, standalone: bool) -> anyhow::Result<Vec<(String, String)>> {
+fn child_env(run: &RunFlags, standalone: bool) -> Vec<(String, String)> {
+    let mut env = run.env();
     if standalone {
-        bail!(
-            "--standalone-mode (run with no network, nothing installed) is not supported by \
-             this agent yet"
-        );
+        env.push((clearml_daemon::STANDALONE_VAR.into(), "1".into()));
     }
-    Ok(run.env())
+    env
 }
 
 /// `daemon --status`: this machine's agents, with what the server knows of each.
@@ -509,7 +511,7 @@ pub fn execute(
         log_level,
         ..args.run.clone()
     };
-    let extra_env = child_env(&run, args.standalone_mode)?;
+    let extra_env = child_env(&run, args.standalone_mode);
     if args.disable_monitoring && !extra_env.is_empty() && reexec_with(&extra_env)? {
         unreachable!("exec returned");
     }

@@ -1142,3 +1142,44 @@ fn dynamic_gpus_split_the_pool_between_tasks() {
     assert!(s.log(&b).contains("gpus=[2]"), "{}", s.log(&b));
     assert!(s.log(&c).contains("gpus=[0,1]"), "{}", s.log(&c));
 }
+
+/// Issue 12: `execute --standalone-mode` builds no environment: the task runs with the Python
+/// as it is (not in a virtual environment) and nothing is created in agent.venvs_dir.
+#[test]
+fn standalone_mode_runs_with_the_python_as_it_is() {
+    let s = Setup::new("");
+    let file = s.dir.path().join("standalone.py");
+    std::fs::write(
+        &file,
+        "import sys\nprint('in-venv=%s' % (sys.prefix != sys.base_prefix))\n",
+    )
+    .expect("script");
+    let task = s.create(&[
+        "--name",
+        "standalone",
+        "--script",
+        file.to_str().unwrap_or_default(),
+        "--queue",
+        "default",
+    ]);
+    let out = s
+        .agent()
+        .args(["execute", "--id", &task, "--standalone-mode"])
+        .output()
+        .expect("execute");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let log = s.log(&task);
+    assert!(log.contains("in-venv=False"), "{log}\n{text}");
+    assert!(log.contains("Standalone mode"), "{log}");
+    let venvs = s.dir.path().join("venvs");
+    let built: Vec<_> = std::fs::read_dir(&venvs)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("bin/python").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(built.is_empty(), "a venv was built: {built:?}");
+}

@@ -44,6 +44,9 @@ pub struct BuildOptions {
     pub python_version: Option<String>,
 }
 
+/// Set to `1` in the task process's environment by `--standalone-mode`.
+pub const STANDALONE_VAR: &str = "CLEARML_AGENT_STANDALONE_MODE";
+
 pub(crate) fn client_for(
     config: &Config,
     worker: Option<String>,
@@ -277,10 +280,13 @@ pub async fn execute_child(
     let task_doc = task.clone();
     let progress = console.clone();
     let prebuilt_env = crate::docker_mode::prebuilt_env(config, &task_id);
+    // `--standalone-mode` (set by the parent agent, see `STANDALONE_VAR`).
+    let standalone = config.env().get(STANDALONE_VAR) == Some("1");
     let prepared = tokio::task::spawn_blocking(move || {
         let opts = PrepareOptions {
             code_ready,
             prebuilt_env,
+            standalone,
             ..PrepareOptions::default()
         };
         prepare::prepare(&task_doc, &settings, &opts, progress.as_ref())

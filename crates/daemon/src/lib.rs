@@ -43,7 +43,8 @@ mod task;
 pub use daemon::{DaemonOptions, run_daemon};
 pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};
 pub use execute::{
-    BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
+    BuildOptions, ExecuteOptions, STANDALONE_VAR, build_environment, execute_child,
+    execute_monitored, list_workers,
 };
 pub use gpus::{Allocator, DynamicGpus, GpuSpecError, QueueGpus, parse_pool, parse_queues};
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
