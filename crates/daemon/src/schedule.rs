@@ -148,6 +148,21 @@ impl Schedule {
             (false, true) => (Kind::Uptime, uptime, "uptime"),
             (true, false) => (Kind::Downtime, downtime, "downtime"),
         };
+        // `--uptime 17-20 SUN,TUE` unquoted arrives as two words: days join the hours before.
+        let mut joined: Vec<String> = Vec::new();
+        for e in entries {
+            match joined.last_mut() {
+                Some(last)
+                    if e.trim_start()
+                        .starts_with(|c: char| c.is_ascii_alphabetic()) =>
+                {
+                    last.push(' ');
+                    last.push_str(e.trim());
+                }
+                _ => joined.push(e.clone()),
+            }
+        }
+        let entries = &joined[..];
         let mut cells = [[false; 24]; 7];
         for text in entries {
             let e = Entry::parse(text).map_err(|why| ScheduleError {
@@ -309,6 +324,13 @@ mod tests {
         assert!(Schedule::parse(&v("3-3"), &[]).is_err());
         assert!(Schedule::parse(&v("1-2"), &v("3-4")).is_err());
         assert!(Schedule::parse(&[], &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn unquoted_days_join_their_hours() {
+        let u = s(&["17-20", "SUN,TUE", "9-10", "MON"], &[]);
+        assert!(u.active_at(0, 18) && u.active_at(1, 9));
+        assert!(!u.active_at(1, 18) && !u.active_at(0, 9));
     }
 
     #[test]
