@@ -17,6 +17,13 @@
 //! working folder and the entry point stay inside the repository once symlinks are resolved
 //! (`contain`); `--stop` signals only this user's agents, checked in `/proc` (`stop`).
 //!
+//! Breadth of the daemon (issue 12), each in its own module with a small hook in the loop:
+//! `services` runs several tasks at once (`--services-mode`, and `--dynamic-gpus` with the GPU
+//! pool of `gpus`), each under its own worker id; `schedule` holds uptime/downtime windows and
+//! the queues' `force_workers` tags; SIGUSR1 (`--stop --wait`, [`drain_agent`]) lets the running
+//! task finish and takes nothing new; `agent.reload_config` re-reads the configuration between
+//! tasks.
+//!
 //! Docker mode (`--docker`) keeps the same two processes: the child checks the code out on the
 //! host and runs the task's container attached, and our own binary, mounted into the
 //! container, builds the environment there and becomes the task (see `docker_mode`).
