@@ -1183,3 +1183,29 @@ fn standalone_mode_runs_with_the_python_as_it_is() {
         .unwrap_or_default();
     assert!(built.is_empty(), "a venv was built: {built:?}");
 }
+
+/// Issue 12: `--downtime` holds new tasks in services mode too.
+#[test]
+fn services_mode_keeps_the_downtime() {
+    let mut s = Setup::new("");
+    let task = s.shell_task("held", "echo ran\n", "default");
+    let d = s.start_daemon(&[
+        "--queue",
+        "default",
+        "--services-mode",
+        "--downtime",
+        "0-24",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.workers().is_empty() {
+        assert!(Instant::now() < deadline, "{}", s.daemon_output(d));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.status(&task), "queued", "{}", s.daemon_output(d));
+    let pid = s.daemons[d].id();
+    run(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    let status = s.daemons[d].wait().expect("daemon exits");
+    assert!(status.success(), "{}", s.daemon_output(d));
+    assert_eq!(s.status(&task), "queued");
+}

@@ -206,6 +206,7 @@ pub async fn run_daemon(
                 )),
                 _ => None,
             },
+            schedule: schedule.as_ref(),
         };
         let (c, qs, pause) = (&*client, &queues[..], runner.settings.poll_interval);
         let next = |eligible: Vec<usize>| async move {

@@ -56,6 +56,8 @@ pub(crate) struct Services<'a> {
         &'a [crate::gpus::QueueGpus],
         String,
     )>,
+    /// `--uptime`/`--downtime`: outside the window no new task starts (running ones go on).
+    pub schedule: Option<&'a crate::schedule::Schedule>,
 }
 
 impl Services<'_> {
@@ -87,6 +89,24 @@ impl Services<'_> {
                         .collect()
                 }
             };
+            let idle = match self.schedule {
+                Some(schedule) => {
+                    let ids: Vec<String> = self.queues.iter().map(|q| q.id.clone()).collect();
+                    let tags = crate::schedule::queue_tags(&self.runner.client, &ids).await;
+                    crate::Schedule::decide(schedule.active_now(), &tags) == crate::Decision::Idle
+                }
+                None => false,
+            };
+            if idle {
+                let pause = tokio::time::sleep(Duration::from_secs(30));
+                tokio::select! {
+                    Some(i) = running.next(), if !running.is_empty() => interrupted |= i,
+                    _ = pause => {}
+                    _ = shutdown.changed() => {}
+                    _ = drain.changed() => {}
+                }
+                continue;
+            }
             if !has_room(self.max, running.len()) || eligible.is_empty() {
                 tokio::select! {
                     Some(i) = running.next() => interrupted |= i,
