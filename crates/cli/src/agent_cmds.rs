@@ -159,7 +159,11 @@ pub struct DaemonArgs {
     /// checked out (through the repository cache).
     #[arg(long)]
     pub standalone_mode: bool,
-    /// Run each task as its owner (X-Clearml-Impersonate-As, where the server allows it)
+    /// Run each task as its owner (not supported yet: refused with an error)
+    ///
+    /// In clearml-agent 3.0.3 this needs a ClearML Enterprise server, which issues a token for
+    /// the task's owner; the embedded server has a single user, so there is no other identity
+    /// to run as.
     #[arg(long)]
     pub use_owner_token: bool,
     /// Accepted for compatibility; changes nothing
