@@ -1209,3 +1209,38 @@ fn services_mode_keeps_the_downtime() {
     assert!(status.success(), "{}", s.daemon_output(d));
     assert_eq!(s.status(&task), "queued");
 }
+
+/// Issue 12: `build --install-globally` builds an environment that sees the system's
+/// site-packages (agent.package_manager.system_site_packages for that build).
+#[test]
+fn build_install_globally_sees_system_site_packages() {
+    let s = Setup::new("");
+    let file = s.dir.path().join("glob.py");
+    std::fs::write(&file, "print('hi')\n").expect("script");
+    let task = s.create(&[
+        "--name",
+        "globally",
+        "--script",
+        file.to_str().unwrap_or_default(),
+    ]);
+    for (flag, target, wanted) in [
+        (None, "plain-env", "false"),
+        (Some("--install-globally"), "global-env", "true"),
+    ] {
+        let dir = s.dir.path().join(target);
+        let mut cmd = s.agent();
+        cmd.args(["build", "--id", &task, "--target"]).arg(&dir);
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        let out = cmd.output().expect("build");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        let cfg = std::fs::read_to_string(dir.join("pyvenv.cfg")).expect("pyvenv.cfg");
+        assert!(
+            cfg.contains(&format!("include-system-site-packages = {wanted}")),
+            "{flag:?}: {cfg}"
+        );
+    }
+}
