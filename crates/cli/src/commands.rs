@@ -32,9 +32,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config(&opts, args),
         Command::Init(args) => crate::init::run(&opts, args),
         Command::Server(args) => server(&opts, args),
-        Command::Daemon(args) => crate::agent_cmds::daemon(&opts, args, cli.debug),
-        Command::Execute(args) => crate::agent_cmds::execute(&opts, args, cli.debug),
-        Command::Build(args) => crate::agent_cmds::build(&opts, args),
+        Command::Daemon(args) => crate::agent_cmds::daemon(&opts, args, cli.debug, cli.log_level),
+        Command::Execute(args) => crate::agent_cmds::execute(&opts, args, cli.debug, cli.log_level),
+        Command::Build(args) => crate::agent_cmds::build(&opts, args, cli.log_level),
         Command::Cache(c) => crate::cache_cmds::run(&opts, c),
         Command::List(args) => crate::task_cmds::run_worker(
             &opts,
@@ -92,7 +92,8 @@ fn config(opts: &LoadOptions, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     config.venvs_cache()?;
     config.monitor()?;
     let docker = config.docker()?;
-    let masked = config.masked();
+    let mut masked = config.masked();
+    crate::derived::add_derived(&config, &mut masked);
     if args.json {
         println!("{}", clearml_hocon::render_json(&masked));
         return Ok(ExitCode::SUCCESS);

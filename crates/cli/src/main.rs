@@ -10,6 +10,7 @@ mod cache_cmds;
 mod commands;
 mod completions;
 mod config_docker;
+mod derived;
 mod doctor;
 mod init;
 mod progress;

@@ -147,7 +147,8 @@ fn env_overrides_are_visible_in_config_json() {
     assert_eq!(at(&json, "api.api_server"), "http://127.0.0.1:18008");
     assert_eq!(at(&json, "api.web_server"), "http://legacy-web");
     assert_eq!(at(&json, "agent.worker_id"), "box:gpu0");
-    assert_eq!(at(&json, "agent.cuda_version"), "12.4");
+    // Shown normalised, as the Python agent's session stores it (issue 12).
+    assert_eq!(at(&json, "agent.cuda_version"), "124");
     assert_eq!(at(&json, "agent.docker_force_pull"), true);
     assert_eq!(at(&json, "sdk.storage.cache.size.min_free_bytes"), "20GB");
 }
@@ -385,4 +386,52 @@ fn plain_config_shows_the_docker_keys_with_effective_values() {
         !docker.contains("tok-123"),
         "a secret value is shown:\n{docker}"
     );
+}
+
+/// Issue 12: `config` shows the derived keys as the Python agent does: the fallback Python's
+/// `X.Y`, and CUDA/cuDNN versions from `nvidia-smi` or the environment, normalised.
+#[test]
+fn config_shows_derived_python_and_cuda_versions() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().expect("home");
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let smi = bin.join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\necho '| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |'\n",
+    )
+    .expect("smi");
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .expect("python3");
+    let xy = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    let out = agent(home.path())
+        .env("PATH", &path)
+        .env("CUDNN_VERSION", "8.9.2")
+        .arg("config")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("agent.default_python = {xy}\n")),
+        "{text}"
+    );
+    assert!(text.contains("agent.cuda_version = 122\n"), "{text}");
+    assert!(text.contains("agent.cudnn_version = 89\n"), "{text}");
+    // A configured value wins over detection.
+    let v = config_json(
+        agent(home.path())
+            .env("PATH", &path)
+            .env("CLEARML_CUDA_VERSION", "11.8"),
+    );
+    assert_eq!(v["agent"]["cuda_version"], "118");
 }

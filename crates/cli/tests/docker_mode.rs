@@ -621,3 +621,52 @@ fn build_docker_commits_an_image_the_task_then_runs_in_without_installing() {
     );
     assert!(!log.contains("cache miss"), "{log}");
 }
+
+/// Issue 12: services mode with docker runs several containers at once; SIGTERM stops the
+/// tasks and removes their containers.
+#[test]
+fn services_mode_runs_several_containers() {
+    if !docker_ready() {
+        return;
+    }
+    let mut s = Setup::new("docker-e2e-services");
+    let script = s.dir.path().join("serve.py");
+    std::fs::write(
+        &script,
+        "import time\nprint('service up', flush=True)\ntime.sleep(600)\n",
+    )
+    .expect("script");
+    let tasks: Vec<String> = (0..2)
+        .map(|i| {
+            s.create(&[
+                "--name",
+                &format!("service {i}"),
+                "--script",
+                script.to_str().unwrap_or_default(),
+                "--docker",
+                IMAGE,
+                "--queue",
+                "default",
+            ])
+        })
+        .collect();
+    let d = s.start_daemon(&["--queue", "default", "--services-mode", "--docker"]);
+    for t in &tasks {
+        s.wait_log(t, "service up", Duration::from_secs(240));
+    }
+    for t in &tasks {
+        assert_eq!(
+            containers_of("clearml-task-id", t).len(),
+            1,
+            "{}",
+            s.daemon_output(d)
+        );
+        assert_eq!(s.status(t), "in_progress");
+    }
+    sigterm(&s.daemons[d]);
+    let _ = s.daemons[d].wait();
+    for t in &tasks {
+        assert_eq!(s.status(t), "stopped", "{}", s.daemon_output(d));
+        assert!(containers_of("clearml-task-id", t).is_empty());
+    }
+}

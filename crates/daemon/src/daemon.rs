@@ -35,6 +35,16 @@ pub struct DaemonOptions {
     pub debug: bool,
     /// `--docker [IMAGE [ARGS...]]`: each task runs in a container (see `docker_mode`).
     pub docker: Option<crate::DockerMode>,
+    /// Variables for each task's process (`-O`, `--log-level`, `--git-user`, `--git-pass`).
+    pub extra_env: Vec<(String, String)>,
+    /// `--uptime` / `--downtime` as given (`None`: `agent.uptime`/`agent.downtime`), see
+    /// `schedule`.
+    pub uptime: Option<Vec<String>>,
+    pub downtime: Option<Vec<String>>,
+    /// `--services-mode [N]`: run up to N tasks at once (0: no limit), see `services`.
+    pub services_mode: Option<usize>,
+    /// `--dynamic-gpus`: the GPU pool shared between the queues' tasks (see `gpus`).
+    pub dynamic_gpus: Option<crate::gpus::DynamicGpus>,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -48,7 +58,9 @@ pub async fn run_daemon(
 ) -> Result<i32, DaemonError> {
     let agent = config.agent()?;
     let env = config.env();
-    let visible = if opts.cpu_only {
+    let visible = if let Some(d) = &opts.dynamic_gpus {
+        Some(d.pool.join(","))
+    } else if opts.cpu_only || opts.services_mode.is_some() {
         Some("none".to_string())
     } else {
         opts.gpus.clone().or_else(|| {
@@ -141,10 +153,25 @@ pub async fn run_daemon(
         wait_for_signal().await;
         let _ = shutdown_tx.send(true);
     });
-
+    // `--stop --wait` sends SIGUSR1: finish the running task, take nothing new, exit.
+    let (drain_tx, drain) = watch::channel(false);
+    let drain_signal = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            usr1.recv().await;
+            let _ = drain_tx.send(true);
+        }
+    });
+    let mut schedule = crate::schedule::schedule_for(config, &opts.uptime, &opts.downtime)?;
+    // agent.reload_config: the configuration is read again between tasks (below).
+    let mut reload = agent.reload_config;
+    if let Some(s) = &schedule {
+        console.line(&format!("Schedule: {s}"));
+    }
+    let mut was_idle = false;
     let long_poll =
         env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1") && supports_long_poll(&client).await;
-    let runner = Runner {
+    let mut runner = Runner {
         client: client.clone(),
         ship_client: monitor::quick_client(&client),
         worker_id: worker_id.clone(),
@@ -156,7 +183,121 @@ pub async fn run_daemon(
     };
     let mut start = 0usize;
     let mut interrupted = false;
-    while !*shutdown.borrow() {
+    // --- services mode (services.rs): many tasks at once instead of the loop below.
+    let allocator = opts
+        .dynamic_gpus
+        .as_ref()
+        .map(|d| crate::gpus::Allocator::new(d.pool.clone()));
+    if opts.services_mode.is_some() || opts.dynamic_gpus.is_some() {
+        let services = crate::services::Services {
+            runner: &runner,
+            queues: &queues,
+            max: opts.services_mode.unwrap_or(0),
+            status_report: runner.settings.status_report,
+            child_report_tags: opts.child_report_tags.clone(),
+            gpus: match (&allocator, &opts.dynamic_gpus) {
+                (Some(a), Some(d)) => Some((
+                    a,
+                    &d.queues[..],
+                    agent
+                        .worker_name
+                        .clone()
+                        .unwrap_or_else(identity::host_name),
+                )),
+                _ => None,
+            },
+            schedule: schedule.as_ref(),
+        };
+        let (c, qs, pause) = (&*client, &queues[..], runner.settings.poll_interval);
+        let next = |eligible: Vec<usize>| async move {
+            // Ask only the eligible queues; answer with the index into all of them.
+            let sub: Vec<Queue> = eligible.iter().map(|i| qs[*i].clone()).collect();
+            let r = if long_poll {
+                next_task_long_poll(c, &sub, 0).await
+            } else {
+                next_task_polling(c, &sub, 0, console).await
+            };
+            let r = r.map(|p| p.map(|(task, i)| (task, eligible[i])));
+            match r {
+                Ok(Some(p)) => Some(p),
+                Ok(None) if long_poll => None,
+                Ok(None) => {
+                    tokio::time::sleep(pause).await;
+                    None
+                }
+                Err(e) => {
+                    console.line(&format!("Warning: could not access the task queues: {e}"));
+                    tokio::time::sleep(pause).await;
+                    None
+                }
+            }
+        };
+        interrupted = services
+            .run(shutdown.clone(), drain.clone(), console, next)
+            .await;
+    }
+
+    while opts.services_mode.is_none()
+        && opts.dynamic_gpus.is_none()
+        && !*shutdown.borrow()
+        && !*drain.borrow()
+    {
+        // --- agent.reload_config: pick up edits of clearml.conf between tasks (the tasks'
+        // own processes read it anyway); a file that no longer loads keeps the last settings.
+        if reload {
+            let fresh = Config::load(&clearml_config::LoadOptions {
+                config_file: opts.config_file.clone(),
+                env: config.env().clone(),
+            });
+            match fresh.map_err(DaemonError::from).and_then(|c| {
+                let mut s = DaemonSettings::from_config(&c, opts.polling_interval)?;
+                s.monitor.echo = opts.foreground;
+                let sched = crate::schedule::schedule_for(&c, &opts.uptime, &opts.downtime)?;
+                Ok((c.agent()?.reload_config, s, sched))
+            }) {
+                Ok((again, s, sched)) => {
+                    reload = again;
+                    runner.settings = s;
+                    if sched != schedule {
+                        match &sched {
+                            Some(x) => console.line(&format!("Schedule (reloaded): {x}")),
+                            None => console.line("Schedule removed (reloaded configuration)"),
+                        }
+                        schedule = sched;
+                    }
+                }
+                Err(e) => console.line(&format!(
+                    "Warning: could not reload the configuration, keeping the last one: {e}"
+                )),
+            }
+        }
+        // --- uptime/downtime (schedule.rs): outside the window take nothing, keep reporting.
+        if let Some(schedule) = &schedule {
+            let tags = crate::schedule::queue_tags(&client, &queue_ids).await;
+            let idle =
+                crate::Schedule::decide(schedule.active_now(), &tags) == crate::Decision::Idle;
+            if idle != was_idle {
+                console.line(if idle {
+                    "Outside the working hours (--uptime/--downtime): taking no new task"
+                } else {
+                    "Inside the working hours: taking tasks"
+                });
+                was_idle = idle;
+            }
+            if idle {
+                let (mut s, mut d) = (shutdown.clone(), drain.clone());
+                let pause = if reload {
+                    runner.settings.poll_interval
+                } else {
+                    Duration::from_secs(30)
+                };
+                let _ = tokio::time::timeout(pause, async {
+                    tokio::select! { _ = s.changed() => {}, _ = d.changed() => {} }
+                })
+                .await;
+                continue;
+            }
+        }
         let (c, qs, from) = (&*client, &queues[..], start);
         let next = async move {
             if long_poll {
@@ -166,10 +307,10 @@ pub async fn run_daemon(
             }
         };
         tokio::pin!(next);
-        let mut s = shutdown.clone();
+        let (mut s, mut d) = (shutdown.clone(), drain.clone());
         let next = tokio::select! {
             r = &mut next => r,
-            _ = s.wait_for(|stop| *stop) => {
+            _ = async { tokio::select! { _ = s.wait_for(|stop| *stop) => {}, _ = d.wait_for(|x| *x) => {} } } => {
                 // A poll in flight may already have popped a task: let it answer (briefly) so
                 // the task can be given back instead of being lost.
                 tokio::time::timeout(LONG_POLL + Duration::from_secs(1), &mut next)
@@ -187,7 +328,7 @@ pub async fn run_daemon(
                 None
             }
         };
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || *drain.borrow() {
             if let Some((task, idx)) = picked {
                 give_back(&client, &queues[idx], &task).await;
             }
@@ -239,6 +380,7 @@ pub async fn run_daemon(
         };
     }
     signals.abort();
+    drain_signal.abort();
     if let Some(t) = cache_timer {
         t.abort(); // cache size policy timer (issue 5)
     }
@@ -348,7 +490,7 @@ async fn next_task_polling(
 }
 
 /// A task pulled while shutting down goes back to the head of its queue.
-async fn give_back(client: &Client, queue: &Queue, task: &str) {
+pub(crate) async fn give_back(client: &Client, queue: &Queue, task: &str) {
     let _ = client
         .call("queues.add_task", json!({"queue": queue.id, "task": task}))
         .await;
@@ -361,21 +503,21 @@ async fn give_back(client: &Client, queue: &Queue, task: &str) {
 }
 
 /// Runs tasks for the daemon.
-struct Runner {
-    client: Arc<Client>,
+pub(crate) struct Runner {
+    pub(crate) client: Arc<Client>,
     /// [`monitor::quick_client`]: log shipping and the last unregister.
-    ship_client: Arc<Client>,
-    worker_id: String,
-    settings: DaemonSettings,
-    work_root: PathBuf,
+    pub(crate) ship_client: Arc<Client>,
+    pub(crate) worker_id: String,
+    pub(crate) settings: DaemonSettings,
+    pub(crate) work_root: PathBuf,
     /// Which task runs, for the next daemon if this one is killed.
-    state: SlotState,
-    visible: Option<String>,
-    opts: DaemonOptions,
+    pub(crate) state: SlotState,
+    pub(crate) visible: Option<String>,
+    pub(crate) opts: DaemonOptions,
 }
 
 impl Runner {
-    async fn run_one(
+    pub(crate) async fn run_one(
         &self,
         task: &str,
         queue: &Queue,
@@ -420,6 +562,7 @@ impl Runner {
         if let Err(e) = self.state.record(task, &self.worker_id, &marker) {
             console.line(&format!("Warning: cannot record the running task: {e}"));
         }
+        cmd.envs(self.opts.extra_env.iter().map(|(k, v)| (k, v)));
         if let Some(d) = &self.opts.docker {
             d.apply(&mut cmd);
         }

@@ -30,6 +30,10 @@ pub struct ExecuteOptions {
     pub debug: bool,
     /// `--docker [IMAGE]`: run the task in a container.
     pub docker: Option<crate::DockerMode>,
+    /// Variables for the task's process (`-O`, `--log-level`, `--git-user`, `--git-pass`).
+    pub extra_env: Vec<(String, String)>,
+    /// `--gpus` / `--cpu-only` (`none`) for the task's process.
+    pub visible: Option<String>,
 }
 
 /// `build`'s command line.
@@ -39,6 +43,9 @@ pub struct BuildOptions {
     pub target: Option<PathBuf>,
     pub python_version: Option<String>,
 }
+
+/// Set to `1` in the task process's environment by `--standalone-mode`.
+pub const STANDALONE_VAR: &str = "CLEARML_AGENT_STANDALONE_MODE";
 
 pub(crate) fn client_for(
     config: &Config,
@@ -187,8 +194,9 @@ pub async fn execute_monitored(
         opts.config_file.as_deref(),
         opts.debug,
         &work_root,
-        None,
+        opts.visible.as_deref(),
     );
+    cmd.envs(opts.extra_env.iter().map(|(k, v)| (k, v)));
     if let Some(d) = &opts.docker {
         d.apply(&mut cmd);
     }
@@ -272,10 +280,13 @@ pub async fn execute_child(
     let task_doc = task.clone();
     let progress = console.clone();
     let prebuilt_env = crate::docker_mode::prebuilt_env(config, &task_id);
+    // `--standalone-mode` (set by the parent agent, see `STANDALONE_VAR`).
+    let standalone = config.env().get(STANDALONE_VAR) == Some("1");
     let prepared = tokio::task::spawn_blocking(move || {
         let opts = PrepareOptions {
             code_ready,
             prebuilt_env,
+            standalone,
             ..PrepareOptions::default()
         };
         prepare::prepare(&task_doc, &settings, &opts, progress.as_ref())

@@ -17,6 +17,13 @@
 //! working folder and the entry point stay inside the repository once symlinks are resolved
 //! (`contain`); `--stop` signals only this user's agents, checked in `/proc` (`stop`).
 //!
+//! Breadth of the daemon (issue 12), each in its own module with a small hook in the loop:
+//! `services` runs several tasks at once (`--services-mode`, and `--dynamic-gpus` with the GPU
+//! pool of `gpus`), each under its own worker id; `schedule` holds uptime/downtime windows and
+//! the queues' `force_workers` tags; SIGUSR1 (`--stop --wait`, [`drain_agent`]) lets the running
+//! task finish and takes nothing new; `agent.reload_config` re-reads the configuration between
+//! tasks.
+//!
 //! Docker mode (`--docker`) keeps the same two processes: the child checks the code out on the
 //! host and runs the task's container attached, and our own binary, mounted into the
 //! container, builds the environment there and becomes the task (see `docker_mode`).
@@ -25,6 +32,7 @@ mod contain;
 mod daemon;
 mod docker_mode;
 mod execute;
+mod gpus;
 mod identity;
 mod inner_config;
 mod monitor;
@@ -32,6 +40,8 @@ mod prepare;
 mod process;
 mod procinfo;
 mod queues;
+mod schedule;
+mod services;
 mod settings;
 mod slot_state;
 mod stop;
@@ -40,8 +50,10 @@ mod task;
 pub use daemon::{DaemonOptions, run_daemon};
 pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};
 pub use execute::{
-    BuildOptions, ExecuteOptions, build_environment, execute_child, execute_monitored, list_workers,
+    BuildOptions, ExecuteOptions, STANDALONE_VAR, build_environment, execute_child,
+    execute_monitored, list_workers,
 };
+pub use gpus::{Allocator, DynamicGpus, GpuSpecError, QueueGpus, parse_pool, parse_queues};
 pub use identity::{Identity, IdentityInput, Running, claim, running_agents, worker_id_for};
 pub use inner_config::{inner_config, inner_config_text};
 pub use monitor::{Ending, MonitorSettings, TaskResult};
@@ -51,9 +63,11 @@ pub use prepare::{
 };
 pub use process::{TaskProcess, is_alive, kill_tree, tree_of};
 pub use queues::Queue;
+pub use schedule::{Decision, Schedule, ScheduleError, schedule_for};
+pub use services::{has_room, service_work_root, service_worker_id};
 pub use settings::DaemonSettings;
 pub use slot_state::die_with_parent;
-pub use stop::{Skipped, StopPlan, plan_stop, stop_agent};
+pub use stop::{Skipped, StopPlan, drain_agent, plan_stop, stop_agent};
 pub use task::{ExecutionInfo, Interpreter, TaskError};
 
 /// What the CLI shows a person: the workspace's one progress trait (crate

@@ -98,6 +98,9 @@ pub struct PrepareOptions {
     /// An environment already in place (docker mode: built into the image by `build
     /// --docker`), used as it is: nothing is installed.
     pub prebuilt_env: Option<PathBuf>,
+    /// `--standalone-mode`: no environment is built and nothing installed; the task runs with
+    /// the interpreter as it is (`agent.python_binary`, else the task's version on `PATH`).
+    pub standalone: bool,
 }
 
 /// The agent settings the preparation reads, from the loaded configuration.
@@ -204,7 +207,31 @@ pub fn prepare(
         .prebuilt_env
         .as_ref()
         .filter(|_| info.needs_python_env());
+    let standalone = opts.standalone && prebuilt.is_none() && info.needs_python_env();
     let env = match prebuilt {
+        None if standalone => {
+            let requested = opts.python_version.clone().or_else(|| {
+                info.binary
+                    .as_deref()
+                    .and_then(clearml_pyenv::python_version_from_binary)
+            });
+            let found = clearml_pyenv::find_python(
+                requested.as_deref(),
+                settings.agent.python_binary.as_deref(),
+            )?;
+            progress.line(&format!(
+                "::: Standalone mode: running with {} ({}) as it is, installing nothing :::",
+                found.path.display(),
+                found.version
+            ));
+            Some(Environment {
+                venv_dir: PathBuf::new(),
+                python: found.path,
+                python_version: found.version,
+                frozen: Vec::new(),
+                env_in_use: None,
+            })
+        }
         Some(venv) => {
             progress.line(&format!(
                 "::: Using the environment built into the image: {} :::",
@@ -225,10 +252,12 @@ pub fn prepare(
     };
     let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
     let mut vars = task_variables(&task_id, &code);
-    if let Some(e) = &env {
+    if let Some(e) = env.as_ref().filter(|_| !standalone) {
         vars.extend(venv_variables(&e.venv_dir));
     }
     let (python_version, frozen, env_in_use) = match env {
+        // Standalone: nothing was installed, the task's record stays as it is.
+        Some(_) if standalone => (None, None, None),
         // Nothing was installed into a prebuilt environment: the task's record stays as it is.
         Some(_) if prebuilt.is_some() => (None, None, None),
         Some(e) => (Some(e.python_version), Some(e.frozen), e.env_in_use),

@@ -151,6 +151,22 @@ pub fn stop_agent(agent: &Running, grace: Duration) {
     }
 }
 
+/// `--stop --wait`: SIGUSR1 one agent (it finishes its running task, takes nothing new and
+/// exits), then wait for it to be gone, however long the task takes.
+pub fn drain_agent(agent: &Running) {
+    let Ok(raw) = i32::try_from(agent.pid) else {
+        return;
+    };
+    let Some(start) = procinfo::start_ticks(raw) else {
+        return;
+    };
+    let same = || procinfo::start_ticks(raw) == Some(start) && crate::process::is_alive(raw);
+    let _ = kill(Pid::from_raw(raw), Signal::SIGUSR1);
+    while same() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 fn now() -> Duration {
     std::time::SystemTime::now()
