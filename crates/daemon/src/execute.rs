@@ -252,9 +252,14 @@ pub async fn execute_child(
     if crate::docker_mode::build_only(config).is_some() {
         return crate::docker_mode::inner_build(config, task, console).await;
     }
+    let mut timer =
+        crate::timing::StepTimer::start(config.env().get(crate::timing::SPAWNED_AT_VAR));
     let code_ready = crate::docker_mode::code_from_env(config)?;
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
+    // Logging in here only moves the login out of the first call, so the timing shows it.
+    client.token().await?;
+    timer.mark("login");
     let task = resolve_task(&client, task).await?;
     let task_id = id_of(&task);
     let status_message = format!("Changed by clearml-agent {worker_id}");
@@ -265,6 +270,7 @@ pub async fn execute_child(
                    "status_message": status_message}),
         )
         .await?;
+    timer.mark("task fetch");
     let mut settings = PrepareSettings::from_config(config)?;
     if let Some(root) = config.env().get("CLEARML_AGENT_WORK_ROOT") {
         settings.work_root = PathBuf::from(root);
@@ -331,8 +337,14 @@ pub async fn execute_child(
                    "status_message": status_message}),
         )
         .await?;
+    for (name, d) in &prepared.timings {
+        timer.split(name, *d);
+    }
+    timer.mark("status and exec");
+    tracing::debug!("{}", timer.line());
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
     let err = prepare::exec(&prepared);
     console.line(&format!(
         "clearml-agent: error: cannot start the task: {err}"

@@ -36,6 +36,7 @@ mod settings;
 mod slot_state;
 mod stop;
 mod task;
+pub mod timing;
 
 pub use daemon::{DaemonOptions, run_daemon};
 pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};

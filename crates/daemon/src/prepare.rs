@@ -83,6 +83,8 @@ pub struct Prepared {
     /// Holds the venv cache entry the environment came from as "in use"; its descriptor
     /// survives [`exec`], so the lock lasts as long as the task process.
     pub env_in_use: Option<clearml_envcache::InUse>,
+    /// How long each step took (code, interpreter probe, environment), in order.
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Options of one preparation.
@@ -196,10 +198,14 @@ pub fn prepare(
         .unwrap_or_default()
         .to_string();
     show_info(&info, progress);
+    let mut timings = Vec::new();
+    let step = Instant::now();
     let code = match &opts.code_ready {
         Some(code) => code.clone(),
         None => prepare_code(&info, settings, progress)?,
     };
+    timings.push(("code (git)", step.elapsed()));
+    let step = Instant::now();
     let prebuilt = opts
         .prebuilt_env
         .as_ref()
@@ -216,6 +222,7 @@ pub fn prepare(
                 python_version: String::new(),
                 frozen: Vec::new(),
                 env_in_use: None,
+                probe: std::time::Duration::ZERO,
             })
         }
         None if info.needs_python_env() => {
@@ -223,6 +230,9 @@ pub fn prepare(
         }
         None => None,
     };
+    let probe = env.as_ref().map(|e| e.probe).unwrap_or_default();
+    timings.push(("interpreter probe", probe));
+    timings.push(("env restore", step.elapsed().saturating_sub(probe)));
     let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
     let mut vars = task_variables(&task_id, &code);
     if let Some(e) = &env {
@@ -242,6 +252,7 @@ pub fn prepare(
         commit: code.commit,
         python_version,
         env_in_use,
+        timings,
     })
 }
 
@@ -279,6 +290,8 @@ pub struct Environment {
     pub frozen: Vec<String>,
     /// Holds the venv cache entry as "in use" (see [`Prepared::env_in_use`]).
     pub env_in_use: Option<clearml_envcache::InUse>,
+    /// How long finding the interpreter took (it runs it to read its version).
+    pub probe: std::time::Duration,
 }
 
 /// The task's code: its repository checked out into `<work_root>/task_repository/<name>`
@@ -377,10 +390,12 @@ pub fn prepare_environment(
             .as_deref()
             .and_then(clearml_pyenv::python_version_from_binary)
     });
+    let probe_started = Instant::now();
     let found = clearml_pyenv::find_python(
         requested.as_deref(),
         settings.agent.python_binary.as_deref(),
     )?;
+    let probe = probe_started.elapsed();
     let venv_dir = opts
         .venv_target
         .clone()
@@ -510,6 +525,7 @@ pub fn prepare_environment(
         python_version: version,
         frozen: packages,
         env_in_use,
+        probe,
     })
 }
 

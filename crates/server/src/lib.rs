@@ -155,6 +155,7 @@ impl Server {
             auth,
             workers: std::sync::Mutex::new(Default::default()),
             queue_changed: tokio::sync::Notify::new(),
+            task_changed: tokio::sync::Notify::new(),
             body_budget: tokio::sync::Semaphore::new(http::BODY_BUDGET),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
