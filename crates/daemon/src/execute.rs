@@ -71,6 +71,16 @@ pub(crate) fn execute_worker_id(config: &Config) -> Result<String, DaemonError> 
 
 /// The task `wanted` names (an id or a name, by the rule of `clearml_api::lookup`), in full.
 pub(crate) async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
+    // An id (what a daemon passes) is fetched in one call; a miss falls back to the lookup,
+    // which also tries it as a name.
+    if clearml_api::lookup::looks_like_id(wanted.trim())
+        && let Ok(r) = client
+            .call("tasks.get_by_id", json!({"task": wanted.trim()}))
+            .await
+        && let Some(t) = r.get("task").filter(|t| t.is_object())
+    {
+        return Ok(t.clone());
+    }
     let found = match clearml_api::lookup::task(client, wanted).await {
         Ok(f) => f,
         Err(clearml_api::lookup::LookupError::NotFound { .. }) => {
@@ -302,9 +312,14 @@ pub async fn execute_child(
             return Ok(1);
         }
     };
-    if let Some(frozen) = &prepared.frozen {
-        write_back_requirements(&client, &task, frozen, console.as_ref()).await;
-    }
+    // Recording the packages runs beside the rest of the start (one round trip less to wait
+    // for); it is awaited before the exec.
+    let frozen = prepared.frozen.take();
+    let write_back = async {
+        if let Some(frozen) = &frozen {
+            write_back_requirements(&client, &task, frozen, console.as_ref()).await;
+        }
+    };
     // The SDK inside the task talks to the same server with the same identity.
     let api = config.api()?;
     for (k, v) in [
@@ -329,14 +344,14 @@ pub async fn execute_child(
     ));
     console.line("Environment setup completed successfully");
     console.line("");
-    client
-        .call(
-            "tasks.started",
-            json!({"task": task_id, "force": true,
-                   "status_reason": "worker starting task execution",
-                   "status_message": status_message}),
-        )
-        .await?;
+    let started = client.call(
+        "tasks.started",
+        json!({"task": task_id, "force": true,
+               "status_reason": "worker starting task execution",
+               "status_message": status_message}),
+    );
+    let ((), started) = tokio::join!(write_back, started);
+    started?;
     for (name, d) in &prepared.timings {
         timer.split(name, *d);
     }
