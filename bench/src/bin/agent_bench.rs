@@ -180,13 +180,22 @@ impl Bench {
 
     fn call(&self, endpoint: &str, body: Value) -> anyhow::Result<Value> {
         self.rt.block_on(async {
-            let r = self
-                .http
-                .post(format!("{}/{endpoint}", self.api))
-                .basic_auth(KEY, Some(SECRET))
-                .json(&body)
-                .send()
-                .await?;
+            // A kept-alive connection the server closed while idle fails once: send again.
+            let mut tries = 0;
+            let r = loop {
+                let sent = self
+                    .http
+                    .post(format!("{}/{endpoint}", self.api))
+                    .basic_auth(KEY, Some(SECRET))
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => break r,
+                    Err(e) if tries < 3 && (e.is_request() || e.is_connect()) => tries += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let env: Value = r.json().await?;
             if env["meta"]["result_code"] != 200 {
                 bail!("{endpoint}: {}", env["meta"]["result_msg"]);
@@ -433,12 +442,15 @@ fn docker_warm(b: &Bench) -> anyhow::Result<(f64, f64)> {
         let out = b
             .command(Which::Ours, &home)
             .args(["execute", "--docker", IMAGE, "--id", &t])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?
-            .wait_with_output()?;
+            .output()?;
         if !out.status.success() {
-            bail!("execute --docker failed");
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            bail!(
+                "execute --docker failed:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         times.push(started.elapsed().as_secs_f64());
     }
@@ -583,6 +595,7 @@ fn main() -> anyhow::Result<()> {
     let mut python_agent = None;
     let mut python = true;
     let mut docker = false;
+    let mut only_docker = false;
     let mut write = None;
     let mut svg_out = None;
     let mut args = std::env::args().skip(1);
@@ -600,6 +613,10 @@ fn main() -> anyhow::Result<()> {
             "--python-agent" => python_agent = Some(PathBuf::from(value()?)),
             "--no-python" => python = false,
             "--docker" => docker = true,
+            "--only-docker" => {
+                docker = true;
+                only_docker = true;
+            }
             "--write" => write = Some(PathBuf::from(value()?)),
             "--svg" => svg_out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
@@ -647,11 +664,19 @@ fn main() -> anyhow::Result<()> {
     let _server = Kill(child);
     let api = format!("http://127.0.0.1:{port}");
     let conf = dir.join("clearml.conf");
+    // Where the machine's TLS goes through a proxy with its own CA (`PIP_CERT`), containers
+    // get the same CA, as the docker tests do.
+    let certs = match std::env::var("PIP_CERT") {
+        Ok(c) if !c.is_empty() => format!(
+            "  extra_docker_arguments: [\"-v\", \"{c}:/etc/clearml-ca.pem:ro\", \"-e\", \"SSL_CERT_FILE=/etc/clearml-ca.pem\", \"-e\", \"PIP_CERT=/etc/clearml-ca.pem\"]\n"
+        ),
+        _ => String::new(),
+    };
     std::fs::write(
         &conf,
         format!(
             "api {{\n  api_server: {api}\n  web_server: {api}\n  files_server: \"http://127.0.0.1:{files_port}\"\n  credentials {{\"access_key\": \"{KEY}\", \"secret_key\": \"{SECRET}\"}}\n}}\n\
-             agent {{\n  disable_agent_update_check: true\n  pip_download_cache.path: \"{}\"\n  venvs_cache.path: \"~/.clearml/venvs-cache\"\n}}\n\
+             agent {{\n  disable_agent_update_check: true\n  pip_download_cache.path: \"{}\"\n  venvs_cache.path: \"~/.clearml/venvs-cache\"\n{certs}}}\n\
              sdk.development.suppress_update_message: true\n",
             dir.join("pip-download-cache").display()
         ),
@@ -696,7 +721,9 @@ fn main() -> anyhow::Result<()> {
     let server_rss = rss_mb(server_pid);
 
     let mut figures = [Figures::default(), Figures::default()];
-    let agents: Vec<Which> = if python {
+    let agents: Vec<Which> = if only_docker {
+        vec![]
+    } else if python {
         vec![Which::Ours, Which::Python]
     } else {
         vec![Which::Ours]
@@ -730,24 +757,28 @@ fn main() -> anyhow::Result<()> {
     }
     let uv_time = uv_alone(&b);
     let agent_arg = agent.display().to_string();
-    let throughput = sibling(
-        "log-bench",
-        &["--agent", &agent_arg, "--lines", "200000", "--runs", "1"],
-    )
-    .ok()
-    .and_then(|out| {
-        out.lines().find_map(|l| {
-            l.strip_prefix("median ")?
-                .split(", ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<f64>()
-                .ok()
+    let throughput = (!only_docker)
+        .then(|| {
+            sibling(
+                "log-bench",
+                &["--agent", &agent_arg, "--lines", "200000", "--runs", "1"],
+            )
         })
-    });
-    let calls = sibling("api-bench", &["--workers", "100", "--seconds", "5"])
-        .ok()
+        .and_then(Result::ok)
+        .and_then(|out| {
+            out.lines().find_map(|l| {
+                l.strip_prefix("median ")?
+                    .split(", ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+        });
+    let calls = (!only_docker)
+        .then(|| sibling("api-bench", &["--workers", "100", "--seconds", "5"]))
+        .and_then(Result::ok)
         .and_then(|out| {
             out.lines()
                 .filter(|l| l.contains(" max "))
