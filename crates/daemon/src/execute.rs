@@ -355,6 +355,9 @@ pub async fn execute_child(
     for (name, d) in &prepared.timings {
         timer.split(name, *d);
     }
+    for (name, d) in &prepared.beside {
+        timer.beside(name, *d);
+    }
     timer.mark("status and exec");
     tracing::debug!("{}", timer.line());
     use std::io::Write as _;

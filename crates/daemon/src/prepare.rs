@@ -83,8 +83,10 @@ pub struct Prepared {
     /// Holds the venv cache entry the environment came from as "in use"; its descriptor
     /// survives [`exec`], so the lock lasts as long as the task process.
     pub env_in_use: Option<clearml_envcache::InUse>,
-    /// How long each step took (code, interpreter probe, environment), in order.
+    /// How long each step took (code, environment), in order.
     pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// Steps that ran beside those (the interpreter probe, during the checkout).
+    pub beside: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Options of one preparation.
@@ -199,6 +201,20 @@ pub fn prepare(
         .to_string();
     show_info(&info, progress);
     let mut timings = Vec::new();
+    let prebuilt = opts
+        .prebuilt_env
+        .as_ref()
+        .filter(|_| info.needs_python_env());
+    // The interpreter probe needs nothing of the code: it runs beside the checkout.
+    let probe = (info.needs_python_env() && prebuilt.is_none()).then(|| {
+        let requested = requested_python(&info, opts);
+        let configured = settings.agent.python_binary.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let found = clearml_pyenv::find_python(requested.as_deref(), configured.as_deref());
+            (found, started.elapsed())
+        })
+    });
     let step = Instant::now();
     let code = match &opts.code_ready {
         Some(code) => code.clone(),
@@ -206,10 +222,6 @@ pub fn prepare(
     };
     timings.push(("code (git)", step.elapsed()));
     let step = Instant::now();
-    let prebuilt = opts
-        .prebuilt_env
-        .as_ref()
-        .filter(|_| info.needs_python_env());
     let env = match prebuilt {
         Some(venv) => {
             progress.line(&format!(
@@ -226,13 +238,15 @@ pub fn prepare(
             })
         }
         None if info.needs_python_env() => {
-            Some(prepare_environment(&info, &code, settings, opts, progress)?)
+            let found = probe.and_then(|p| p.join().ok());
+            Some(environment(&info, &code, settings, opts, progress, found)?)
         }
         None => None,
     };
+    // The probe ran beside the checkout: its own time, and the environment step after it.
     let probe = env.as_ref().map(|e| e.probe).unwrap_or_default();
-    timings.push(("interpreter probe", probe));
-    timings.push(("env restore", step.elapsed().saturating_sub(probe)));
+    let beside = vec![("interpreter probe", probe)];
+    timings.push(("env restore", step.elapsed()));
     let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
     let mut vars = task_variables(&task_id, &code);
     if let Some(e) = &env {
@@ -253,6 +267,7 @@ pub fn prepare(
         python_version,
         env_in_use,
         timings,
+        beside,
     })
 }
 
@@ -381,21 +396,48 @@ pub fn prepare_environment(
     opts: &PrepareOptions,
     progress: &dyn Reporter,
 ) -> Result<Environment, PrepareError> {
+    environment(info, code, settings, opts, progress, None)
+}
+
+/// The Python version a task asks for: `build --python-version`, else its `script.binary`.
+fn requested_python(info: &ExecutionInfo, opts: &PrepareOptions) -> Option<String> {
+    opts.python_version.clone().or_else(|| {
+        info.binary
+            .as_deref()
+            .and_then(clearml_pyenv::python_version_from_binary)
+    })
+}
+
+type Probed = (
+    Result<clearml_pyenv::PythonInfo, clearml_pyenv::EnvError>,
+    std::time::Duration,
+);
+
+/// [`prepare_environment`], with the interpreter already probed when `found` is given.
+fn environment(
+    info: &ExecutionInfo,
+    code: &Code,
+    settings: &PrepareSettings,
+    opts: &PrepareOptions,
+    progress: &dyn Reporter,
+    found: Option<Probed>,
+) -> Result<Environment, PrepareError> {
     let root = &settings.work_root;
     let (code_root, script_dir) = (&code.root, &code.script_dir);
     let mut env_in_use = None;
     let env_started = Instant::now();
-    let requested = opts.python_version.clone().or_else(|| {
-        info.binary
-            .as_deref()
-            .and_then(clearml_pyenv::python_version_from_binary)
-    });
-    let probe_started = Instant::now();
-    let found = clearml_pyenv::find_python(
-        requested.as_deref(),
-        settings.agent.python_binary.as_deref(),
-    )?;
-    let probe = probe_started.elapsed();
+    let requested = requested_python(info, opts);
+    let (found, probe) = match found {
+        Some((found, took)) => (found?, took),
+        None => {
+            let started = Instant::now();
+            let found = clearml_pyenv::find_python(
+                requested.as_deref(),
+                settings.agent.python_binary.as_deref(),
+            )?;
+            (found, started.elapsed())
+        }
+    };
     let venv_dir = opts
         .venv_target
         .clone()

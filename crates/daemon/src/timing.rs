@@ -3,8 +3,9 @@
 //! The steps are wall-clock spans measured back to back, so they add up to the whole: the
 //! process start (from the supervisor's spawn to `main`, read from a variable the supervisor
 //! sets), the configuration (from `main` to the start of the work), the login, the task fetch,
-//! the code (git fetch and checkout from the mirror), the interpreter probe, the environment
-//! restore or build, and the rest up to the `exec` of the task. The line goes through
+//! the code (git fetch and checkout from the mirror), the environment restore or build, and
+//! the rest up to the `exec` of the task. The interpreter probe runs beside the checkout, so it
+//! is shown on its own, outside the total. The line goes through
 //! `tracing` (debug level), which the binary writes to stderr: in the task process stderr is
 //! the task's console, so the line reaches the supervisor's console and the server's log.
 
@@ -37,6 +38,8 @@ pub struct StepTimer {
     started: Instant,
     last: Instant,
     steps: Vec<(&'static str, Duration)>,
+    /// Steps that overlapped others: shown, not added to the total.
+    beside: Vec<(&'static str, Duration)>,
 }
 
 impl StepTimer {
@@ -48,6 +51,7 @@ impl StepTimer {
             started: now,
             last: now,
             steps: Vec::new(),
+            beside: Vec::new(),
         };
         if let Some((main_at, main_wall)) = MAIN_ENTERED.get() {
             let spawned = spawned_at_us
@@ -81,6 +85,12 @@ impl StepTimer {
         self.last += d;
     }
 
+    /// Records a step that ran at the same time as others (shown in brackets, outside the
+    /// total).
+    pub fn beside(&mut self, name: &'static str, d: Duration) {
+        self.beside.push((name, d));
+    }
+
     /// `execute timing: process start 4.1ms, config 2.0ms, ..., total 120.3ms`.
     pub fn line(&self) -> String {
         let mut s = String::from("execute timing:");
@@ -90,6 +100,12 @@ impl StepTimer {
         }
         let total: Duration = self.steps.iter().map(|(_, d)| *d).sum();
         s.push_str(&format!(", total {:.1}ms", total.as_secs_f64() * 1000.0));
+        for (name, d) in &self.beside {
+            s.push_str(&format!(
+                " ({name} {:.1}ms, at the same time)",
+                d.as_secs_f64() * 1000.0
+            ));
+        }
         s
     }
 
