@@ -23,6 +23,7 @@ mod term;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    clearml_daemon::timing::main_entered();
     term::exit_quietly_on_broken_pipe();
     let argv = match args::expand_arg_files(std::env::args_os().collect()) {
         Ok(a) => a,

@@ -78,6 +78,16 @@ pub(crate) fn execute_worker_id(config: &Config) -> Result<String, DaemonError> 
 
 /// The task `wanted` names (an id or a name, by the rule of `clearml_api::lookup`), in full.
 pub(crate) async fn resolve_task(client: &Client, wanted: &str) -> Result<Value, DaemonError> {
+    // An id (what a daemon passes) is fetched in one call; a miss falls back to the lookup,
+    // which also tries it as a name.
+    if clearml_api::lookup::looks_like_id(wanted.trim())
+        && let Ok(r) = client
+            .call("tasks.get_by_id", json!({"task": wanted.trim()}))
+            .await
+        && let Some(t) = r.get("task").filter(|t| t.is_object())
+    {
+        return Ok(t.clone());
+    }
     let found = match clearml_api::lookup::task(client, wanted).await {
         Ok(f) => f,
         Err(clearml_api::lookup::LookupError::NotFound { .. }) => {
@@ -260,9 +270,14 @@ pub async fn execute_child(
     if crate::docker_mode::build_only(config).is_some() {
         return crate::docker_mode::inner_build(config, task, console).await;
     }
+    let mut timer =
+        crate::timing::StepTimer::start(config.env().get(crate::timing::SPAWNED_AT_VAR));
     let code_ready = crate::docker_mode::code_from_env(config)?;
     let worker_id = execute_worker_id(config)?;
     let client = client_for(config, Some(worker_id.clone()))?;
+    // Logging in here only moves the login out of the first call, so the timing shows it.
+    client.token().await?;
+    timer.mark("login");
     let task = resolve_task(&client, task).await?;
     let task_id = id_of(&task);
     let status_message = format!("Changed by clearml-agent {worker_id}");
@@ -273,6 +288,7 @@ pub async fn execute_child(
                    "status_message": status_message}),
         )
         .await?;
+    timer.mark("task fetch");
     let mut settings = PrepareSettings::from_config(config)?;
     if let Some(root) = config.env().get("CLEARML_AGENT_WORK_ROOT") {
         settings.work_root = PathBuf::from(root);
@@ -307,9 +323,14 @@ pub async fn execute_child(
             return Ok(1);
         }
     };
-    if let Some(frozen) = &prepared.frozen {
-        write_back_requirements(&client, &task, frozen, console.as_ref()).await;
-    }
+    // Recording the packages runs beside the rest of the start (one round trip less to wait
+    // for); it is awaited before the exec.
+    let frozen = prepared.frozen.take();
+    let write_back = async {
+        if let Some(frozen) = &frozen {
+            write_back_requirements(&client, &task, frozen, console.as_ref()).await;
+        }
+    };
     // The SDK inside the task talks to the same server with the same identity.
     let api = config.api()?;
     for (k, v) in [
@@ -334,16 +355,25 @@ pub async fn execute_child(
     ));
     console.line("Environment setup completed successfully");
     console.line("");
-    client
-        .call(
-            "tasks.started",
-            json!({"task": task_id, "force": true,
-                   "status_reason": "worker starting task execution",
-                   "status_message": status_message}),
-        )
-        .await?;
+    let started = client.call(
+        "tasks.started",
+        json!({"task": task_id, "force": true,
+               "status_reason": "worker starting task execution",
+               "status_message": status_message}),
+    );
+    let ((), started) = tokio::join!(write_back, started);
+    started?;
+    for (name, d) in &prepared.timings {
+        timer.split(name, *d);
+    }
+    for (name, d) in &prepared.beside {
+        timer.beside(name, *d);
+    }
+    timer.mark("status and exec");
+    tracing::debug!("{}", timer.line());
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
     let err = prepare::exec(&prepared);
     console.line(&format!(
         "clearml-agent: error: cannot start the task: {err}"

@@ -10,7 +10,10 @@
 //!
 //! With our embedded server the daemon long-polls `queues.get_next_task` over all its queues
 //! at once (an extension the server advertises in `server.info`), so a task starts as soon as
-//! it is enqueued; with any other server it polls every `--polling-interval` seconds.
+//! it is enqueued; with any other server it polls every `--polling-interval` seconds. In the
+//! same way the abort watch holds a `tasks.get_all` open on our server (`task_long_poll`), which
+//! answers as soon as the task's status changes, and polls every 0.5 s elsewhere.
+//! `--debug` prints where the time of a task's start went (`timing`).
 //!
 //! Hardening: a daemon killed with SIGKILL takes its task's first process with it, and the next
 //! daemon with the same work folders kills the rest and fails the task (`slot_state`); the
@@ -46,6 +49,7 @@ mod settings;
 mod slot_state;
 mod stop;
 mod task;
+pub mod timing;
 
 pub use daemon::{DaemonOptions, run_daemon};
 pub use docker_mode::{DockerMode, build_in_docker, cleanup_predecessors};

@@ -35,7 +35,14 @@ pub struct MonitorSettings {
     pub log_file: Option<PathBuf>,
     /// How long to keep delivering console lines and the final status after the task ended.
     pub final_delivery: Duration,
+    /// Let a server that advertises `task_long_poll` in `server.info` (ours) answer the
+    /// status watch as soon as the task changes, instead of polling every `abort_poll`
+    /// (`CLEARML_AGENT_NO_LONG_POLL=1` turns it off).
+    pub status_push: bool,
 }
+
+/// The longest a status watch waits on the server (a ping is due after it at the latest).
+const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the task process ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +119,7 @@ pub async fn run_task(
         task.to_string(),
         settings.abort_poll,
         settings.ping_interval,
+        settings.status_push,
         tx,
     ));
 
@@ -221,31 +229,56 @@ fn exit_code(s: std::process::ExitStatus) -> i32 {
     s.code().unwrap_or_else(|| -s.signal().unwrap_or(1))
 }
 
-/// Polls the task's status for an abort and pings it, until the runner stops listening.
+/// Whether the server answers a status watch when the task changes (`server.info`).
+async fn server_pushes_status(client: &Client) -> bool {
+    client
+        .call("server.info", json!({}))
+        .await
+        .ok()
+        .and_then(|r| r.get("task_long_poll").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
+/// Watches the task's status for an abort and pings it, until the runner stops listening.
+///
+/// With a server that pushes (see [`MonitorSettings::status_push`]) each read carries the
+/// status last seen and the server holds it until the status changes (or `STATUS_WAIT`), so
+/// an abort is seen as soon as it is made; otherwise the status is read every `poll`.
 async fn watch_task(
     client: Arc<Client>,
     task: String,
     poll: Duration,
     ping_every: Duration,
+    push: bool,
     tx: mpsc::Sender<Signal>,
 ) {
+    let push = push && server_pushes_status(&client).await;
+    let wait = STATUS_WAIT.min(ping_every).max(Duration::from_millis(100));
     let mut last_ping = Instant::now();
     let mut created_seen = 0;
+    // The status and message of the last read, for the server to wait on.
+    let mut seen: Option<Value> = None;
+    // Polling reads after a pause; a push watch reads at once and then waits on the server.
+    let mut pause = !push;
     loop {
-        tokio::time::sleep(poll).await;
+        if pause {
+            tokio::time::sleep(poll).await;
+        }
         if last_ping.elapsed() >= ping_every {
             last_ping = Instant::now();
             let _ = client.call("tasks.ping", json!({"task": task})).await;
         }
-        let r = client
-            .call(
-                "tasks.get_all",
-                json!({"id": [task], "only_fields": ["id", "status", "status_message"],
-                       "search_hidden": true}),
-            )
-            .await;
+        let mut body = json!({"id": [task], "only_fields": ["id", "status", "status_message"],
+                              "search_hidden": true});
+        if let Some(w) = &seen {
+            body["wait_ms"] = json!(wait.as_millis() as u64);
+            body["wait_while"] = w.clone();
+        }
+        let r = client.call("tasks.get_all", body).await;
         let Ok(r) = r else {
             // Unreachable or refused: keep running; the task is not ours to stop.
+            seen = None;
+            pause = true;
             continue;
         };
         let Some(t) = r
@@ -282,6 +315,12 @@ async fn watch_task(
             let _ = tx.send(Signal::Stop(e)).await;
             return;
         }
+        // A reset is confirmed by a second read after `poll`, not by a wait.
+        seen = (push && status != "created").then(|| {
+            json!({"status": t.get("status").cloned().unwrap_or(Value::Null),
+                   "status_message": t.get("status_message").cloned().unwrap_or(Value::Null)})
+        });
+        pause = seen.is_none();
     }
 }
 

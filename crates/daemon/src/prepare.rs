@@ -83,6 +83,10 @@ pub struct Prepared {
     /// Holds the venv cache entry the environment came from as "in use"; its descriptor
     /// survives [`exec`], so the lock lasts as long as the task process.
     pub env_in_use: Option<clearml_envcache::InUse>,
+    /// How long each step took (code, environment), in order.
+    pub timings: Vec<(&'static str, std::time::Duration)>,
+    /// Steps that ran beside those (the interpreter probe, during the checkout).
+    pub beside: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Options of one preparation.
@@ -199,26 +203,42 @@ pub fn prepare(
         .unwrap_or_default()
         .to_string();
     show_info(&info, progress);
-    let code = match &opts.code_ready {
-        Some(code) => code.clone(),
-        None => prepare_code(&info, settings, progress)?,
-    };
+    let mut timings = Vec::new();
     let prebuilt = opts
         .prebuilt_env
         .as_ref()
         .filter(|_| info.needs_python_env());
     let standalone = opts.standalone && prebuilt.is_none() && info.needs_python_env();
+    // The interpreter probe needs nothing of the code: it runs beside the checkout.
+    let probe = (info.needs_python_env() && prebuilt.is_none()).then(|| {
+        let requested = requested_python(&info, opts);
+        let configured = settings.agent.python_binary.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let found = clearml_pyenv::find_python(requested.as_deref(), configured.as_deref());
+            (found, started.elapsed())
+        })
+    });
+    let step = Instant::now();
+    let code = match &opts.code_ready {
+        Some(code) => code.clone(),
+        None => prepare_code(&info, settings, progress)?,
+    };
+    timings.push(("code (git)", step.elapsed()));
+    let step = Instant::now();
     let env = match prebuilt {
         None if standalone => {
-            let requested = opts.python_version.clone().or_else(|| {
-                info.binary
-                    .as_deref()
-                    .and_then(clearml_pyenv::python_version_from_binary)
-            });
-            let found = clearml_pyenv::find_python(
-                requested.as_deref(),
-                settings.agent.python_binary.as_deref(),
-            )?;
+            let (found, took) = match probe.and_then(|p| p.join().ok()) {
+                Some(probed) => probed,
+                None => (
+                    clearml_pyenv::find_python(
+                        requested_python(&info, opts).as_deref(),
+                        settings.agent.python_binary.as_deref(),
+                    ),
+                    std::time::Duration::ZERO,
+                ),
+            };
+            let found = found?;
             progress.line(&format!(
                 "::: Standalone mode: running with {} ({}) as it is, installing nothing :::",
                 found.path.display(),
@@ -230,6 +250,7 @@ pub fn prepare(
                 python_version: found.version,
                 frozen: Vec::new(),
                 env_in_use: None,
+                probe: took,
             })
         }
         Some(venv) => {
@@ -243,13 +264,19 @@ pub fn prepare(
                 python_version: String::new(),
                 frozen: Vec::new(),
                 env_in_use: None,
+                probe: std::time::Duration::ZERO,
             })
         }
         None if info.needs_python_env() => {
-            Some(prepare_environment(&info, &code, settings, opts, progress)?)
+            let found = probe.and_then(|p| p.join().ok());
+            Some(environment(&info, &code, settings, opts, progress, found)?)
         }
         None => None,
     };
+    // The probe ran beside the checkout: its own time, and the environment step after it.
+    let probe = env.as_ref().map(|e| e.probe).unwrap_or_default();
+    let beside = vec![("interpreter probe", probe)];
+    timings.push(("env restore", step.elapsed()));
     let argv = command_line(&info, &code, env.as_ref().map(|e| e.python.as_path()))?;
     let mut vars = task_variables(&task_id, &code);
     if let Some(e) = env.as_ref().filter(|_| !standalone) {
@@ -271,6 +298,8 @@ pub fn prepare(
         commit: code.commit,
         python_version,
         env_in_use,
+        timings,
+        beside,
     })
 }
 
@@ -308,6 +337,8 @@ pub struct Environment {
     pub frozen: Vec<String>,
     /// Holds the venv cache entry as "in use" (see [`Prepared::env_in_use`]).
     pub env_in_use: Option<clearml_envcache::InUse>,
+    /// How long finding the interpreter took (it runs it to read its version).
+    pub probe: std::time::Duration,
 }
 
 /// The task's code: its repository checked out into `<work_root>/task_repository/<name>`
@@ -397,19 +428,48 @@ pub fn prepare_environment(
     opts: &PrepareOptions,
     progress: &dyn Reporter,
 ) -> Result<Environment, PrepareError> {
+    environment(info, code, settings, opts, progress, None)
+}
+
+/// The Python version a task asks for: `build --python-version`, else its `script.binary`.
+fn requested_python(info: &ExecutionInfo, opts: &PrepareOptions) -> Option<String> {
+    opts.python_version.clone().or_else(|| {
+        info.binary
+            .as_deref()
+            .and_then(clearml_pyenv::python_version_from_binary)
+    })
+}
+
+type Probed = (
+    Result<clearml_pyenv::PythonInfo, clearml_pyenv::EnvError>,
+    std::time::Duration,
+);
+
+/// [`prepare_environment`], with the interpreter already probed when `found` is given.
+fn environment(
+    info: &ExecutionInfo,
+    code: &Code,
+    settings: &PrepareSettings,
+    opts: &PrepareOptions,
+    progress: &dyn Reporter,
+    found: Option<Probed>,
+) -> Result<Environment, PrepareError> {
     let root = &settings.work_root;
     let (code_root, script_dir) = (&code.root, &code.script_dir);
     let mut env_in_use = None;
     let env_started = Instant::now();
-    let requested = opts.python_version.clone().or_else(|| {
-        info.binary
-            .as_deref()
-            .and_then(clearml_pyenv::python_version_from_binary)
-    });
-    let found = clearml_pyenv::find_python(
-        requested.as_deref(),
-        settings.agent.python_binary.as_deref(),
-    )?;
+    let requested = requested_python(info, opts);
+    let (found, probe) = match found {
+        Some((found, took)) => (found?, took),
+        None => {
+            let started = Instant::now();
+            let found = clearml_pyenv::find_python(
+                requested.as_deref(),
+                settings.agent.python_binary.as_deref(),
+            )?;
+            (found, started.elapsed())
+        }
+    };
     let venv_dir = opts
         .venv_target
         .clone()
@@ -539,6 +599,7 @@ pub fn prepare_environment(
         python_version: version,
         frozen: packages,
         env_in_use,
+        probe,
     })
 }
 

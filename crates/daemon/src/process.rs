@@ -32,6 +32,8 @@ impl TaskProcess {
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
+        // For the `--debug` timing line of an `execute` child (crate::timing).
+        cmd.env(crate::timing::SPAWNED_AT_VAR, crate::timing::spawn_stamp());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
         let child = cmd.spawn()?;

@@ -54,6 +54,7 @@ impl DaemonSettings {
                 echo: false,
                 log_file: None,
                 final_delivery: Duration::from_secs(600),
+                status_push: env.get("CLEARML_AGENT_NO_LONG_POLL") != Some("1"),
             },
             agent_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clearml-agent")),
         })

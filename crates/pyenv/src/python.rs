@@ -181,9 +181,12 @@ pub(crate) fn is_executable(path: &Path) -> bool {
 /// The snippet is valid Python 2 as well, so an old `python` is recognised rather than failing.
 fn probe(exe: &Path) -> Option<(PathBuf, String)> {
     let mut cmd = Command::new(exe);
+    // `-S` (no `site`) and no `platform` import: the probe runs on every task start, and
+    // the first word of `sys.version` is `platform.python_version()`.
     cmd.args([
+        "-S",
         "-c",
-        "import sys, platform; sys.stdout.write(sys.executable + '\\n' + platform.python_version() + '\\n')",
+        "import sys; sys.stdout.write(sys.executable + '\\n' + sys.version.split()[0] + '\\n')",
     ])
     .env_remove("PYTHONPATH")
     .env_remove("PYTHONHOME");

@@ -42,6 +42,9 @@ pub struct Ctx {
     pub workers: Mutex<HashMap<String, Doc>>,
     /// Wakes long-polling `queues.get_next_task` calls when a task is enqueued.
     pub queue_changed: tokio::sync::Notify,
+    /// Wakes long-polling `tasks.get_all` calls (`wait_ms` with `wait_while`) when a task
+    /// may have changed: an agent's abort watch learns of `tasks.stop` at once.
+    pub task_changed: tokio::sync::Notify,
     /// Bounds the request bodies read and parsed at once (see [`crate::http::BODY_BUDGET`]).
     pub body_budget: tokio::sync::Semaphore,
     /// A worker is considered gone this long after its last report (the real default is 600 s).
@@ -79,8 +82,22 @@ pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiErr
         if !idle_poll && crate::metrics_series::changes_queues(endpoint) {
             ctx.series.sample_queues(ctx);
         }
+        if may_change_a_task(endpoint) {
+            ctx.task_changed.notify_waiters();
+        }
     }
     result
+}
+
+/// A call after which a task's status may differ: every `tasks.*` write (and queue and
+/// project calls, which can move or delete tasks). Reads and pings wake nobody.
+fn may_change_a_task(endpoint: &str) -> bool {
+    let Some((service, action)) = endpoint.split_once('.') else {
+        return false;
+    };
+    matches!(service, "tasks" | "queues" | "projects")
+        && !action.starts_with("get_")
+        && action != "ping"
 }
 
 fn dispatch(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
@@ -173,6 +190,9 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             "api_version": crate::auth::API_VERSION,
             // Our extension: `queues.get_next_task` takes `wait_ms` and a `queues` list.
             "long_poll": true,
+            // Our extension: `tasks.get_all` takes `wait_ms` and `wait_while` (`status` and
+            // `status_message` of the one task asked for) and answers when they change.
+            "task_long_poll": true,
         })),
         "debug.ping" => {
             let mut out = req.body.clone();
@@ -213,6 +233,7 @@ pub(crate) fn test_ctx() -> (tempfile::TempDir, Ctx) {
         auth,
         workers: Mutex::new(HashMap::new()),
         queue_changed: tokio::sync::Notify::new(),
+        task_changed: tokio::sync::Notify::new(),
         body_budget: tokio::sync::Semaphore::new(crate::http::BODY_BUDGET),
         worker_timeout_sec: 600,
         task_update_timeout_sec: 600,

@@ -326,7 +326,9 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
         caller,
         worker_header,
     };
-    let wait_ms = if endpoint == "queues.get_next_task" {
+    // The two long polls: a queue pop waits for a task, a task watch for a status change.
+    let task_watch = endpoint == "tasks.get_all" && req.body.contains_key("wait_while");
+    let wait_ms = if endpoint == "queues.get_next_task" || task_watch {
         req.i64_opt("wait_ms")
             .ok()
             .flatten()
@@ -338,11 +340,20 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
     let deadline = Instant::now() + Duration::from_millis(wait_ms as u64);
     let req = Arc::new(req);
     loop {
-        // Register interest before looking, so an enqueue between the look and the wait is
+        // Register interest before looking, so a change between the look and the wait is
         // not missed.
-        let notified = ctx.queue_changed.notified();
+        let changed = if task_watch {
+            &ctx.task_changed
+        } else {
+            &ctx.queue_changed
+        };
+        let notified = changed.notified();
         let result = run_blocking(ctx.clone(), endpoint.clone(), req.clone()).await;
-        let empty = matches!(&result, Some(Ok(Value::Object(m))) if m.is_empty());
+        let empty = if task_watch {
+            matches!(&result, Some(Ok(r)) if task_unchanged(r, req.body.get("wait_while")))
+        } else {
+            matches!(&result, Some(Ok(Value::Object(m))) if m.is_empty())
+        };
         let now = Instant::now();
         if wait_ms > 0 && empty && now < deadline {
             let _ = tokio::time::timeout(deadline - now, notified).await;
@@ -357,6 +368,24 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
             ),
         };
     }
+}
+
+/// A `tasks.get_all` answer of exactly one task whose `status` and `status_message` are
+/// still those of `wait_while`.
+fn task_unchanged(reply: &Value, wait_while: Option<&Value>) -> bool {
+    let Some(w) = wait_while.filter(|w| w.is_object()) else {
+        return false;
+    };
+    let Some([task]) = reply
+        .get("tasks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    else {
+        return false;
+    };
+    ["status", "status_message"]
+        .iter()
+        .all(|k| task.get(*k).unwrap_or(&Value::Null) == w.get(*k).unwrap_or(&Value::Null))
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -5,7 +5,9 @@
 //! 3.0.3); where the real server's schema and the clients disagree, the clients win. Layout:
 //! - `http` turns requests into calls and results into the `{meta, data}` envelope, including
 //!   GET-with-body, json-lines batches and the long-poll extension of `queues.get_next_task`
-//!   (a `wait_ms` field the real server ignores);
+//!   (a `wait_ms` field the real server ignores) and of `tasks.get_all` (`wait_ms` with
+//!   `wait_while`: held until the one task's status or message changes, so an agent sees an
+//!   abort at once; advertised as `task_long_poll` in `server.info`);
 //! - `auth` issues and checks HS256 JWTs with a persistent secret;
 //! - `tasks`, `queues`, `projects`, `workers`, `events`, `models` implement the services, each
 //!   call one SQLite transaction (`store`), so a reply means the change is on disk;
@@ -155,6 +157,7 @@ impl Server {
             auth,
             workers: std::sync::Mutex::new(Default::default()),
             queue_changed: tokio::sync::Notify::new(),
+            task_changed: tokio::sync::Notify::new(),
             body_budget: tokio::sync::Semaphore::new(http::BODY_BUDGET),
             worker_timeout_sec: config.worker_timeout_sec,
             task_update_timeout_sec: config.worker_timeout_sec,
