@@ -327,7 +327,8 @@ impl Auth {
     }
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+/// Equality whose time does not depend on where the strings differ (secrets, CSRF tokens).
+pub(crate) fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -38,6 +38,7 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use crate::api::Ctx;
+use crate::auth::constant_eq;
 use html::{Page, esc};
 
 const COOKIE: &str = "clearml_web_session";
@@ -77,14 +78,6 @@ fn now() -> i64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Serves the dashboard on `listener` in the background.
