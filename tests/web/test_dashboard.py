@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 HERE = Path(__file__).resolve().parent
@@ -178,10 +178,24 @@ def full_shot(drv, name: str):
 
 
 def follow(drv, element):
-    """Clicks a link or a submit button and waits until the next page replaced this one."""
-    old = drv.find_element(By.TAG_NAME, "html")
+    """Clicks a link or a submit button and waits until the next page replaced this one.
+
+    The old page carries a marker in its `window`; a new document has none. (Waiting for the old
+    <html> element to go stale races with chromedriver while the navigation is under way: it can
+    answer "Node with given id does not belong to the document" instead of "stale element".)
+    """
+    drv.execute_script("window.__clearmlLeaving = true;")
     element.click()
-    WebDriverWait(drv, 15).until(EC.staleness_of(old))
+
+    def arrived(d):
+        try:
+            return d.execute_script(
+                "return window.__clearmlLeaving === undefined && document.readyState === 'complete';"
+            )
+        except WebDriverException:
+            return False  # mid-navigation: ask again
+
+    WebDriverWait(drv, 15).until(arrived)
 
 
 def sign_in(drv, secret: str):
