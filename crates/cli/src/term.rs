@@ -90,6 +90,16 @@ pub fn for_stdout(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `text` as one cell of a table: like [`sanitize`], and `\n` / `\t` too, since either would
+/// break the row. Applied whether or not stdout is a terminal: a table is one line per row.
+pub fn table_cell(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let tabs_and_newlines = text.replace('\n', "^J").replace('\t', "^I");
+    Cow::Owned(sanitize(&tabs_and_newlines).into_owned())
+}
+
 fn is_unsafe(c: char) -> bool {
     c != '\n' && c != '\t' && (c.is_control())
 }
@@ -97,6 +107,12 @@ fn is_unsafe(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_stay_on_one_line() {
+        assert_eq!(table_cell("plain name"), "plain name");
+        assert_eq!(table_cell("a\nb\tc\x1b[2J"), "a^Jb^Ic^[[2J");
+    }
 
     #[test]
     fn escape_sequences_are_shown_not_run() {

@@ -40,7 +40,7 @@ pub struct VcsConfig {
     pub fetch_args: Vec<String>,
     /// `agent.git_host_match_prefix` (default false).
     pub git_host_match_prefix: bool,
-    /// `agent.translate_ssl_replacement_scheme`, else `CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME`,
+    /// `CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME`, else `agent.translate_ssl_replacement_scheme`,
     /// else `https`.
     pub ssh_replacement_scheme: String,
     /// `agent.force_git_ssh_port` (1-65535; 0 or unset: none).
@@ -177,13 +177,18 @@ impl Config {
                 .tree()
                 .get_bool("agent.git_host_match_prefix")?
                 .unwrap_or(false),
-            ssh_replacement_scheme: match self.nonempty("agent.translate_ssl_replacement_scheme")? {
-                Some(s) => s,
+            // The variable beats the file, as in clearml-agent 3.0.3: the built-in defaults
+            // always set the key, so a variable read second would never take effect.
+            ssh_replacement_scheme: match self
+                .env()
+                .get("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                Some(s) => s.to_string(),
                 None => self
-                    .env()
-                    .get("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME")
-                    .unwrap_or("https")
-                    .to_string(),
+                    .nonempty("agent.translate_ssl_replacement_scheme")?
+                    .unwrap_or_else(|| "https".to_string()),
             },
             force_git_ssh_port,
             force_git_ssh_user: self.nonempty("agent.force_git_ssh_user")?,

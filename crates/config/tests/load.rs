@@ -457,9 +457,12 @@ fn daemon_keys_read_back_typed() {
     assert_eq!(git.extra_credentials[0].host.as_deref(), Some("h"));
     assert_eq!(git.fetch_args, ["--depth", "1"]);
     assert_eq!(git.force_git_ssh_port, Some(2222));
-    // The built-in defaults set it, so CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME only counts
-    // when a file empties it.
     assert_eq!(git.ssh_replacement_scheme, "https");
+    // The variable beats the key (which the built-in defaults always set), as in 3.0.3.
+    let scheme = Home::new().var("CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME", "http");
+    let file = scheme.write("s.conf", "agent.translate_ssl_replacement_scheme: https\n");
+    let by_env = scheme.load_file(&file).expect("loads");
+    assert_eq!(by_env.vcs().expect("typed").ssh_replacement_scheme, "http");
     assert_eq!(
         c.monitor().expect("typed").abort_poll_interval_sec,
         Some(0.25)

@@ -136,8 +136,18 @@ pub(super) async fn show(api: &Api, task: &str, as_json: bool) -> anyhow::Result
 
 /// Prints rows as left-aligned columns.
 pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    // Names come from the server: a control character in one must not move the cursor or
+    // split a row.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::term::table_cell(c).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
+    for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -159,7 +169,7 @@ pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
-        line(r.clone());
+        line(r);
     }
 }
 
