@@ -795,6 +795,8 @@ fn env_cache_key(
     shape.uv_cache_dir = None;
     shape.pip_cache_dir = None;
     shape.base_dir = None;
+    // the code folder: one per task in services mode, so keeping it would never share an env
+    shape.project_dir = None;
     shape.requirements = clearml_pyenv::Requirements::None;
     let install_flags = vec![format!("{shape:?}")];
     Some(clearml_envcache::KeyInputs {

@@ -66,12 +66,43 @@ pub fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
+/// An order field's value that the real server counts as not set.
+fn is_unset(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    }
+}
+
 /// `order_by` (a `-` prefix sorts descending), then `page`/`page_size` (500 when absent, the
 /// real server's cap), then the `only_fields` projection.
+///
+/// As the real server orders (`GetMixin._get_many_override_none_ordering`): documents whose first
+/// ascending order field is empty (missing, null, `""` or `[]`) come after all the others, so
+/// `get_top_experiments` of a minimised objective never answers with a trial that reported
+/// nothing; `id` breaks the remaining ties unless `order_by` names it.
 pub fn order_page_project(mut docs: Vec<Doc>, req: &Req) -> Result<Vec<Value>, ApiError> {
-    let order = req.str_list("order_by")?.unwrap_or_default();
+    let mut order = req.str_list("order_by")?.unwrap_or_default();
+    order.retain(|k| !k.is_empty() && k != "-");
     if !order.is_empty() {
+        if !order.iter().any(|k| k == "id" || k == "-id") {
+            order.push("id".into());
+        }
+        let empty_last = order
+            .iter()
+            .find(|k| !k.starts_with('$'))
+            .filter(|k| !k.starts_with('-') && !k.contains('['))
+            .cloned();
         docs.sort_by(|a, b| {
+            if let Some(first) = &empty_last {
+                let (a_empty, b_empty) =
+                    (is_unset(get_path(a, first)), is_unset(get_path(b, first)));
+                if a_empty != b_empty {
+                    return a_empty.cmp(&b_empty);
+                }
+            }
             for key in &order {
                 let (desc, key) = match key.strip_prefix('-') {
                     Some(k) => (true, k),
@@ -275,5 +306,60 @@ mod tests {
     fn no_fields_is_the_whole_document() {
         let doc = json!({"id": "t", "a": 1});
         assert_eq!(proj(doc.clone(), &[]), doc);
+    }
+
+    fn ordered(docs: Value, order_by: Value) -> Vec<String> {
+        let docs = docs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_object().unwrap().clone())
+            .collect();
+        let req = Req {
+            body: json!({"order_by": order_by}).as_object().unwrap().clone(),
+            lines: None,
+            bad_lines: Vec::new(),
+            caller: None,
+            worker_header: None,
+        };
+        order_page_project(docs, &req)
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The HPO controller's `get_top_experiments` of a minimised objective: ascending by the
+    /// metric, and a trial without it (failed, still queued) must not come first.
+    #[test]
+    fn unset_first_field_sorts_last_in_both_directions() {
+        let value = |v: f64| json!({"m": {"v": {"value": v}}});
+        let docs = json!([
+            {"id": "none"},
+            {"id": "mid", "last_metrics": value(1.5)},
+            {"id": "null", "last_metrics": {"m": {"v": {"value": null}}}},
+            {"id": "best", "last_metrics": value(0.5)},
+            {"id": "worst", "last_metrics": value(4.5)},
+        ]);
+        let up = ordered(docs.clone(), json!(["last_metrics.m.v.value"]));
+        assert_eq!(&up[..3], ["best", "mid", "worst"]);
+        assert_eq!(&up[3..], ["none", "null"]);
+        let down = ordered(docs, json!(["-last_metrics.m.v.value"]));
+        assert_eq!(&down[..3], ["worst", "mid", "best"]);
+        assert_eq!(&down[3..], ["none", "null"]);
+    }
+
+    #[test]
+    fn empty_strings_and_lists_count_as_unset_and_id_breaks_ties() {
+        let docs = json!([
+            {"id": "c", "name": "x", "tags": []},
+            {"id": "a", "name": "", "tags": ["t"]},
+            {"id": "b", "name": "x", "tags": ["t"]},
+        ]);
+        assert_eq!(ordered(docs.clone(), json!(["name"])), ["b", "c", "a"]);
+        assert_eq!(ordered(docs.clone(), json!(["tags"])), ["a", "b", "c"]);
+        assert_eq!(ordered(docs.clone(), json!(["-id"])), ["c", "b", "a"]);
+        // only the first order field sets unset values apart; later fields compare plainly
+        assert_eq!(ordered(docs, json!(["tags", "name"])), ["a", "b", "c"]);
     }
 }
