@@ -851,10 +851,50 @@ fn podman_runs_a_task() {
     assert!(log.contains("six version 1.16.0"), "{log}");
     assert!(log.contains("greeting from podman-args"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
-    let left = Command::new("podman")
+    assert!(podman_containers(&task).is_empty());
+
+    // Abort: podman stops the container and nothing is left.
+    let script = s.dir.path().join("sleep.py");
+    std::fs::write(
+        &script,
+        "import time\nprint('sleeper started', flush=True)\ntime.sleep(600)\n",
+    )
+    .expect("script");
+    let sleeper = s.create(&[
+        "--name",
+        "podman sleeper",
+        "--script",
+        script.to_str().unwrap_or_default(),
+        "--docker",
+        IMAGE,
+        "--queue",
+        "default",
+    ]);
+    s.wait_log(&sleeper, "sleeper started", Duration::from_secs(180));
+    assert_eq!(podman_containers(&sleeper).len(), 1);
+    let started = Instant::now();
+    s.call("tasks.stop", json!({"task": sleeper, "force": true}));
+    s.wait_status(&sleeper, &["stopped"], Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !podman_containers(&sleeper).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the podman container is still there"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("podman abort -> container gone in {:?}", started.elapsed());
+}
+
+/// Podman containers (all states) of a task.
+fn podman_containers(task: &str) -> Vec<String> {
+    let out = Command::new("podman")
         .args(["ps", "-a", "-q", "--filter"])
         .arg(format!("label=clearml-task-id={task}"))
         .output()
         .expect("podman ps");
-    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
