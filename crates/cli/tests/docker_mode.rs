@@ -739,30 +739,15 @@ fn an_image_older_than_the_binary_gets_the_portable_binary_or_a_clear_failure() 
         );
         assert!(out.status.success(), "{log}");
         assert!(log.contains("hello from the old image"), "{log}");
-        assert!(log.contains("has glibc 2.31"), "{log}");
-        return;
+        assert!(
+            log.contains(&format!("has glibc 2.31, older than {}", running.display())),
+            "{log}"
+        );
+    } else {
+        fails_clearly(&s, &task, old, needs, out.status.success(), &log);
     }
-    eprintln!("{log}");
-    assert!(!out.status.success(), "{log}");
-    assert_eq!(s.status(&task), "failed");
-    let (a, b) = needs.unwrap_or_default();
-    for want in [
-        format!("image {old} has glibc 2.31"),
-        format!("needs glibc {a}.{b}"),
-        "scripts/build-portable".to_string(),
-        "CLEARML_AGENT_DOCKER_BINARY".to_string(),
-    ] {
-        assert!(log.contains(&want), "{want:?} missing:\n{log}");
-    }
-    // The failure came before any container ran.
-    assert!(!log.contains("Starting container"), "{log}");
-    assert!(containers_of("clearml-task-id", &task).is_empty());
-    // The image's glibc is cached by image id (a later task does not probe it again).
-    let cache = s.dir.path().join("venvs/.docker/image-glibc.json");
-    let text = std::fs::read_to_string(&cache).expect("glibc cache");
-    assert!(text.contains("\"2.31\""), "{text}");
 
-    // With CLEARML_AGENT_DOCKER_BINARY naming a portable build, when one exists here.
+    // With CLEARML_AGENT_DOCKER_BINARY naming a portable build, when one is given.
     if let Ok(p) = std::env::var("CLEARML_TEST_PORTABLE_BINARY") {
         let task = s.create(&[
             "--name",
@@ -779,11 +764,46 @@ fn an_image_older_than_the_binary_gets_the_portable_binary_or_a_clear_failure() 
         let log = s.log(&task);
         assert!(out.status.success(), "{log}");
         assert!(log.contains("hello from the old image"), "{log}");
+        assert!(
+            log.contains(&format!("-v {p}:/opt/clearml/bin/clearml-agent:ro")),
+            "{log}"
+        );
     } else {
         eprintln!(
-            "(the portable half needs CLEARML_TEST_PORTABLE_BINARY=<scripts/build-portable's output>)"
+            "(the explicit half needs CLEARML_TEST_PORTABLE_BINARY=<scripts/build-portable's output>)"
         );
     }
+}
+
+/// The task failed before any container ran, saying what the image has, what the binary
+/// needs and how to get a portable one.
+fn fails_clearly(
+    s: &Setup,
+    task: &str,
+    old: &str,
+    needs: Option<(u32, u32)>,
+    succeeded: bool,
+    log: &str,
+) {
+    eprintln!("{log}");
+    assert!(!succeeded, "{log}");
+    assert_eq!(s.status(task), "failed");
+    let (a, b) = needs.unwrap_or_default();
+    for want in [
+        format!("image {old} has glibc 2.31"),
+        format!("needs glibc {a}.{b}"),
+        "scripts/build-portable".to_string(),
+        "CLEARML_AGENT_DOCKER_BINARY".to_string(),
+    ] {
+        assert!(log.contains(&want), "{want:?} missing:\n{log}");
+    }
+    // The failure came before any container ran.
+    assert!(!log.contains("Starting container"), "{log}");
+    assert!(containers_of("clearml-task-id", task).is_empty());
+    // The image's glibc is cached by image id (a later task does not probe it again).
+    let cache = s.dir.path().join("venvs/.docker/image-glibc.json");
+    let text = std::fs::read_to_string(&cache).expect("glibc cache");
+    assert!(text.contains("\"2.31\""), "{text}");
 }
 
 /// Whether podman can run the test image here: it is loaded from docker when missing.
