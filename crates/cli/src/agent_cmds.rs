@@ -118,8 +118,9 @@ pub struct DaemonArgs {
     /// Print a systemd unit that runs this daemon command as a service, and exit
     #[arg(long, conflicts_with_all = ["detached", "stop"])]
     pub print_systemd_unit: bool,
-    /// Docker mode with podman: like --docker [IMAGE [ARGS]], run by podman
-    #[arg(long, num_args = 0.., value_name = "IMAGE", conflicts_with = "docker")]
+    /// Docker mode with podman: like --docker [IMAGE [ARGS]], run by podman (also as
+    /// `--docker [IMAGE [ARGS]] --podman`)
+    #[arg(long, num_args = 0.., value_name = "IMAGE")]
     pub podman: Option<Vec<String>>,
     /// Run several long-lived tasks at once, at most N (no N: no limit)
     ///
@@ -338,9 +339,13 @@ pub fn daemon(
     if args.detached {
         detach()?;
     }
-    let (docker, podman) = match &args.podman {
-        Some(p) => (Some(p.clone()), true),
-        None => (args.docker.clone(), false),
+    let (docker, podman) = match (&args.podman, &args.docker) {
+        (Some(p), Some(d)) if p.is_empty() => (Some(d.clone()), true),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the image to --docker or to --podman, not to both")
+        }
+        (Some(p), None) => (Some(p.clone()), true),
+        (None, d) => (d.clone(), false),
     };
     let options = DaemonOptions {
         queues,

@@ -670,3 +670,251 @@ fn services_mode_runs_several_containers() {
         assert!(containers_of("clearml-task-id", t).is_empty());
     }
 }
+
+/// An image with an older glibc than this host's (Debian bullseye, glibc 2.31), built by
+/// `scripts/test-image` when missing; `None` (saying why) when it cannot be built here.
+fn old_glibc_image() -> Option<&'static str> {
+    const OLD: &str = "clearml-agent-test/python:bullseye";
+    let out = Command::new(workspace().join("scripts/test-image"))
+        .arg(OLD)
+        .env("TEST_IMAGE_SUITE", "bullseye")
+        .output()
+        .expect("scripts/test-image");
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: cannot build {OLD}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(OLD)
+}
+
+/// A binary built on this host needs its glibc (2.36); an image with glibc 2.31 cannot run it.
+/// Without a portable binary the task fails saying both versions and how to get one; with one
+/// (`CLEARML_AGENT_DOCKER_BINARY`, or the build output of `scripts/build-portable` when it is
+/// there), that one is mounted and the task completes.
+#[test]
+fn an_image_older_than_the_binary_gets_the_portable_binary_or_a_clear_failure() {
+    if !docker_ready() {
+        return;
+    }
+    let Some(old) = old_glibc_image() else {
+        return;
+    };
+    let s = Setup::new("docker-e2e-old-glibc");
+    let script = s.dir.path().join("hello.py");
+    std::fs::write(&script, "print('hello from the old image')\n").expect("script");
+    let task = s.create(&[
+        "--name",
+        "old glibc",
+        "--script",
+        script.to_str().unwrap_or_default(),
+    ]);
+    let running = bin();
+    let needs = clearml_docker::required_glibc(&running).expect("elf");
+    let portable: Vec<clearml_docker::BinaryCandidate> =
+        clearml_docker::candidate_paths(None, &running)
+            .into_iter()
+            .skip(1)
+            .map(|(p, o)| clearml_docker::BinaryCandidate::read(p, o))
+            .filter(|c| matches!(c.needs, Ok(n) if n.is_none_or(|n| n <= (2, 31))))
+            .collect();
+    if needs.is_none_or(|n| n <= (2, 31)) {
+        eprintln!("SKIPPED: {} itself runs with glibc 2.31", running.display());
+        return;
+    }
+    let out = s
+        .agent()
+        .env_remove("CLEARML_AGENT_DOCKER_BINARY")
+        .args(["execute", "--id", &task, "--docker", old])
+        .output()
+        .expect("execute");
+    let log = s.log(&task);
+    if let Some(p) = portable.first() {
+        eprintln!(
+            "a portable binary is here ({}): it must be used",
+            p.path.display()
+        );
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("hello from the old image"), "{log}");
+        assert!(
+            log.contains(&format!("has glibc 2.31, older than {}", running.display())),
+            "{log}"
+        );
+    } else {
+        fails_clearly(&s, &task, old, needs, out.status.success(), &log);
+    }
+
+    // With CLEARML_AGENT_DOCKER_BINARY naming a portable build, when one is given.
+    if let Ok(p) = std::env::var("CLEARML_TEST_PORTABLE_BINARY") {
+        let task = s.create(&[
+            "--name",
+            "old glibc portable",
+            "--script",
+            script.to_str().unwrap_or_default(),
+        ]);
+        let out = s
+            .agent()
+            .env("CLEARML_AGENT_DOCKER_BINARY", &p)
+            .args(["execute", "--id", &task, "--docker", old])
+            .output()
+            .expect("execute");
+        let log = s.log(&task);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("hello from the old image"), "{log}");
+        assert!(
+            log.contains(&format!("-v {p}:/opt/clearml/bin/clearml-agent:ro")),
+            "{log}"
+        );
+    } else {
+        eprintln!(
+            "(the explicit half needs CLEARML_TEST_PORTABLE_BINARY=<scripts/build-portable's output>)"
+        );
+    }
+}
+
+/// The task failed before any container ran, saying what the image has, what the binary
+/// needs and how to get a portable one.
+fn fails_clearly(
+    s: &Setup,
+    task: &str,
+    old: &str,
+    needs: Option<(u32, u32)>,
+    succeeded: bool,
+    log: &str,
+) {
+    eprintln!("{log}");
+    assert!(!succeeded, "{log}");
+    assert_eq!(s.status(task), "failed");
+    let (a, b) = needs.unwrap_or_default();
+    for want in [
+        format!("image {old} has glibc 2.31"),
+        format!("needs glibc {a}.{b}"),
+        "scripts/build-portable".to_string(),
+        "CLEARML_AGENT_DOCKER_BINARY".to_string(),
+    ] {
+        assert!(log.contains(&want), "{want:?} missing:\n{log}");
+    }
+    // The failure came before any container ran.
+    assert!(!log.contains("Starting container"), "{log}");
+    assert!(containers_of("clearml-task-id", task).is_empty());
+    // The image's glibc is cached by image id (a later task does not probe it again).
+    let cache = s.dir.path().join("venvs/.docker/image-glibc.json");
+    let text = std::fs::read_to_string(&cache).expect("glibc cache");
+    assert!(text.contains("\"2.31\""), "{text}");
+}
+
+/// Whether podman can run the test image here: it is loaded from docker when missing.
+fn podman_ready() -> bool {
+    let ok = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(Command::new("podman").arg("--version")) {
+        eprintln!("SKIPPED: podman is not installed");
+        return false;
+    }
+    if !ok(Command::new("podman").args(["image", "exists", IMAGE])) {
+        let load = Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker save {IMAGE} | podman load"))
+            .output()
+            .expect("podman load");
+        if !load.status.success() {
+            eprintln!(
+                "SKIPPED: cannot load {IMAGE} into podman: {}",
+                String::from_utf8_lossy(&load.stderr)
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// `daemon --docker --podman`: the same task runs in podman's container, with podman's
+/// labels, and nothing is left behind.
+#[test]
+fn podman_runs_a_task() {
+    if !docker_ready() || !podman_ready() {
+        return;
+    }
+    let mut s = Setup::new("docker-e2e-podman");
+    let work = project_repo(s.dir.path(), MAIN);
+    let task = s.create(&[
+        "--name",
+        "podman task",
+        "--folder",
+        work.to_str().unwrap_or_default(),
+        "--script",
+        "main.py",
+        "--docker",
+        IMAGE,
+        "--docker-args",
+        "-e GREETING=podman-args",
+        "--queue",
+        "default",
+    ]);
+    s.start_daemon(&["--queue", "default", "--foreground", "--docker", "--podman"]);
+    let status = s.wait_status(&task, &["completed", "failed"], Duration::from_secs(300));
+    let log = s.log(&task);
+    assert_eq!(
+        status,
+        "completed",
+        "{log}\ndaemon:\n{}",
+        s.daemon_output(0)
+    );
+    assert!(log.contains("Starting container: podman run"), "{log}");
+    assert!(log.contains("six version 1.16.0"), "{log}");
+    assert!(log.contains("greeting from podman-args"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    assert!(podman_containers(&task).is_empty());
+
+    // Abort: podman stops the container and nothing is left.
+    let script = s.dir.path().join("sleep.py");
+    std::fs::write(
+        &script,
+        "import time\nprint('sleeper started', flush=True)\ntime.sleep(600)\n",
+    )
+    .expect("script");
+    let sleeper = s.create(&[
+        "--name",
+        "podman sleeper",
+        "--script",
+        script.to_str().unwrap_or_default(),
+        "--docker",
+        IMAGE,
+        "--queue",
+        "default",
+    ]);
+    s.wait_log(&sleeper, "sleeper started", Duration::from_secs(180));
+    assert_eq!(podman_containers(&sleeper).len(), 1);
+    let started = Instant::now();
+    s.call("tasks.stop", json!({"task": sleeper, "force": true}));
+    s.wait_status(&sleeper, &["stopped"], Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !podman_containers(&sleeper).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the podman container is still there"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("podman abort -> container gone in {:?}", started.elapsed());
+}
+
+/// Podman containers (all states) of a task.
+fn podman_containers(task: &str) -> Vec<String> {
+    let out = Command::new("podman")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label=clearml-task-id={task}"))
+        .output()
+        .expect("podman ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}

@@ -46,8 +46,8 @@ use crate::{Console, DaemonError};
 pub const MODE_ENV: &str = "CLEARML_AGENT_DOCKER_MODE";
 /// Tells the inner agent the code is in place (JSON: root, script_dir, entry_point, commit).
 pub const CODE_ENV: &str = "CLEARML_AGENT_CODE_READY";
-/// The agent binary mounted into containers (default: the running one).
-pub const BINARY_ENV: &str = "CLEARML_AGENT_DOCKER_BINARY";
+/// The agent binary mounted into containers (see [`pick_binary`] for the order).
+pub const BINARY_ENV: &str = clearml_docker::BINARY_ENV;
 /// `build --docker`: the inner agent builds the environment here and stops (no task run).
 pub const BUILD_ENV: &str = "CLEARML_AGENT_BUILD_ONLY";
 /// Set in an image `build --docker` committed: the environment built into it ...
@@ -254,6 +254,51 @@ async fn fail(client: &Client, task: Option<&str>, reason: &str, console: &dyn C
     1
 }
 
+/// The agent binary to mount into `image` and a console note when it is not the first
+/// candidate, or the reason to fail the task. Candidates, in order: `explicit`
+/// ([`BINARY_ENV`]), the running binary, `clearml-agent-portable` beside it, the output of
+/// `scripts/build-portable`; the first whose glibc needs the image meets wins
+/// (`clearml_docker::choose_binary`). The image's glibc is probed only when the first candidate
+/// needs more than glibc 2.17, once per image id (`cache` file).
+async fn pick_binary(
+    cli: &DockerCli,
+    explicit: Option<PathBuf>,
+    image: &str,
+    image_id: Option<&str>,
+    cache: &Path,
+) -> Result<(PathBuf, Option<String>), String> {
+    let running = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("clearml-agent"));
+    let paths = clearml_docker::candidate_paths(explicit.as_deref(), &running);
+    let candidates: Vec<clearml_docker::BinaryCandidate> = tokio::task::spawn_blocking(move || {
+        paths
+            .into_iter()
+            .map(|(p, origin)| clearml_docker::BinaryCandidate::read(p, origin))
+            .collect()
+    })
+    .await
+    .map_err(|e| format!("reading the agent binaries stopped: {e}"))?;
+    let mut glibc = None;
+    if clearml_docker::needs_probe(&candidates) {
+        let mut known = clearml_docker::GlibcCache::load(cache);
+        glibc = match image_id.and_then(|id| known.get(id)) {
+            Some(v) => v,
+            None => match cli.image_glibc(image).await {
+                Ok(v) => {
+                    if let Some(id) = image_id {
+                        known.insert(id, v);
+                        // A cache that cannot be written is probed again next time.
+                        let _ = known.save(cache);
+                    }
+                    v
+                }
+                // Unknown: the first candidate is used; a failure then explains itself.
+                Err(_) => None,
+            },
+        };
+    }
+    clearml_docker::choose_binary(&candidates, glibc, image).map(|(c, note)| (c.path.clone(), note))
+}
+
 /// SIGTERM or SIGINT.
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -361,19 +406,20 @@ async fn host_side(
     let (ready, nvidia) = tokio::join!(cli.ensure_image(&container.image, ds.force_pull), async {
         ask_nvidia && cli.has_nvidia_runtime().await
     });
-    match ready {
+    let image_id = match ready {
         Ok(ready) => {
             ready.messages.iter().for_each(|m| console.line(m));
             if ready.pulled {
                 console.line(&format!("Pulled {}", container.image));
             }
+            ready.id
         }
         Err(DockerError::MissingImage { image, message }) => {
             let reason = format!("docker image {image} is not available: {message}");
             return Ok(fail(&client, report, &reason, console.as_ref()).await);
         }
         Err(e) => return Ok(fail(&client, report, &e.to_string(), console.as_ref()).await),
-    }
+    };
 
     // The code, on the host.
     let (info2, s2, progress) = (info.clone(), settings, console.clone());
@@ -418,13 +464,28 @@ async fn host_side(
             _ => SshSource::None,
         }
     };
-    let agent_binary = config
+    let explicit = config
         .env()
         .get(BINARY_ENV)
         .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("clearml-agent"));
+        .map(PathBuf::from);
+    let agent_binary = match pick_binary(
+        &cli,
+        explicit,
+        &container.image,
+        image_id.as_deref(),
+        &private.join("image-glibc.json"),
+    )
+    .await
+    {
+        Ok((path, note)) => {
+            if let Some(n) = note {
+                console.line(&n);
+            }
+            path
+        }
+        Err(reason) => return Ok(fail(&client, report, &reason, console.as_ref()).await),
+    };
     let uv = {
         let tools = settings.tools_dir.clone();
         tokio::task::spawn_blocking(move || {

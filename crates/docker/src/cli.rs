@@ -23,6 +23,8 @@ pub enum Stream {
 /// How an image became available.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageReady {
+    /// The image's id (`sha256:...`), when docker told it.
+    pub id: Option<String>,
     /// `docker pull` ran and succeeded.
     pub pulled: bool,
     /// Lines for the task's console, e.g. that the pull failed and the local image is used.
@@ -170,10 +172,55 @@ impl DockerCli {
 
     /// Whether the image is present locally.
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        Ok(self.image_id(image).await?.is_some())
+    }
+
+    /// The local image's id; `None` when it is not present.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, DockerError> {
         let out = self
             .output(&["image", "inspect", "--format", "{{.Id}}", image])
             .await?;
-        Ok(out.status.success())
+        let id = lossy_trim(&out.stdout);
+        Ok((out.status.success() && !id.is_empty()).then_some(id))
+    }
+
+    /// The image's glibc version, from a throwaway container running
+    /// [`PROBE_SCRIPT`](crate::PROBE_SCRIPT) with `/bin/sh` (no network). `None` when the image
+    /// has no glibc (musl) or no shell; an error when the engine could not run it at all.
+    pub async fn image_glibc(
+        &self,
+        image: &str,
+    ) -> Result<Option<crate::GlibcVersion>, DockerError> {
+        let mut args: Vec<String> = [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sh",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if self.engine == Engine::Podman {
+            args.extend(crate::own_ulimit_args(&[]));
+        }
+        args.extend([image.into(), "-c".into(), crate::PROBE_SCRIPT.into()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.output(&argv).await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(v) = crate::parse_glibc_version_text(&text) {
+            return Ok(Some(v));
+        }
+        // Exit 125: the engine's own failure (the container never ran).
+        if out.status.code() == Some(125) {
+            return Err(DockerError::Command {
+                command: format!("{} {}", self.program, args.join(" ")),
+                status: "125".into(),
+                message: lossy_trim(&out.stderr),
+            });
+        }
+        Ok(None)
     }
 
     /// `docker pull IMAGE`; the error carries docker's message.
@@ -190,20 +237,23 @@ impl DockerCli {
         image: &str,
         force_pull: bool,
     ) -> Result<ImageReady, DockerError> {
-        if !force_pull && self.image_exists(image).await? {
+        if !force_pull && let Some(id) = self.image_id(image).await? {
             return Ok(ImageReady {
+                id: Some(id),
                 pulled: false,
                 messages: Vec::new(),
             });
         }
         match self.pull(image).await {
             Ok(()) => Ok(ImageReady {
+                id: self.image_id(image).await?,
                 pulled: true,
                 messages: Vec::new(),
             }),
             Err(DockerError::Command { message, .. }) => {
-                if force_pull && self.image_exists(image).await? {
+                if force_pull && let Some(id) = self.image_id(image).await? {
                     Ok(ImageReady {
+                        id: Some(id),
                         pulled: false,
                         messages: vec![format!(
                             "docker pull {image} failed ({message}); using the local image"
@@ -402,11 +452,7 @@ impl DockerCli {
             }
             Err(e) => return Err(e),
         };
-        Ok(out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| summary(&v))
-            .collect())
+        Ok(inspect_values(&out).iter().map(summary).collect())
     }
 
     /// `docker commit` of a container into image `target`, with Dockerfile `changes` such as
@@ -439,6 +485,19 @@ impl DockerCli {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The containers in `inspect --format '{{json .}}'` output: docker prints one object per
+/// line; podman (4.x) ignores the format and prints one pretty JSON array per call.
+fn inspect_values(out: &str) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_str(out)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .flat_map(|v| match v {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        })
+        .collect()
 }
 
 fn summary(v: &serde_json::Value) -> ContainerSummary {
@@ -506,4 +565,27 @@ fn deliver<R>(
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_output_of_both_engines_reads() {
+        let docker = "{\"Id\":\"a\",\"Name\":\"/n1\",\"State\":{\"Status\":\"running\"},\"Config\":{\"Labels\":{\"k\":\"v\"}}}\n{\"Id\":\"b\",\"Name\":\"/n2\"}\n";
+        let podman = "[\n {\n  \"Id\": \"a\",\n  \"Name\": \"n1\",\n  \"State\": {\"Status\": \"exited\"}\n },\n {\"Id\": \"b\", \"Name\": \"n2\"}\n]\n";
+        for (out, state) in [(docker, "running"), (podman, "exited")] {
+            let got: Vec<ContainerSummary> = inspect_values(out).iter().map(summary).collect();
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!((got[0].id.as_str(), got[0].name.as_str()), ("a", "n1"));
+            assert_eq!(got[0].state, state);
+            assert_eq!(got[1].name, "n2");
+        }
+        assert_eq!(
+            summary(&inspect_values(docker)[0]).labels.get("k"),
+            Some(&"v".to_string())
+        );
+        assert!(inspect_values("").is_empty());
+    }
 }

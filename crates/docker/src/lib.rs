@@ -19,31 +19,40 @@
 //!    clean up after a dead agent), [`DockerCli::commit`] (for `build --docker`).
 //!    [`diagnose_failure`] explains failures that come from the image (no `/bin/sh`, musl, a
 //!    glibc older than the agent needs); [`required_glibc`] reads the newest glibc symbol
-//!    version a binary needs, to check the agent binary that is mounted.
+//!    version a binary needs, and [`choose_binary`] picks the agent binary to mount from the
+//!    [`candidate_paths`] by the image's glibc ([`DockerCli::image_glibc`], cached per image id
+//!    in a [`GlibcCache`]).
 //!
 //! The crate never prints: everything meant for a console is returned as lines. Secrets given
 //! as [`EnvVar::secret`] reach the container through the docker client's environment (`-e
 //! NAME`), so they appear neither in the command line nor in its printed form.
 
 mod args;
+mod binary;
 mod cli;
 mod error;
 mod glibc;
 mod gpus;
 mod plan;
+mod podman;
 mod resolve;
 mod script;
 
 pub use args::{expand_vars, has_switch, switch_name};
+pub use binary::{
+    BASELINE_GLIBC, BINARY_ENV, BinaryCandidate, GlibcCache, GlibcVersion, PORTABLE_NAME,
+    PROBE_SCRIPT, candidate_paths, choose_binary, needs_probe,
+};
 pub use cli::{ContainerSummary, DockerCli, ImageReady, RunOutcome, Stream};
 pub use error::DockerError;
-pub use glibc::required_glibc;
+pub use glibc::{parse_glibc_version_text, required_glibc};
 pub use gpus::{GpuArgs, GpuRequest, gpu_args};
 pub use plan::{
     ContainerPlan, ContainerRequest, EnvVar, LABEL_TASK, LABEL_WORKER, Mount, RunSpec, SshSource,
     container_name, copy_ssh_dir, hide_secrets, is_loopback_url, paths, plan_container,
     write_private_file,
 };
+pub use podman::{own_ulimit_args, ulimit_args};
 pub use resolve::{
     ImageChoice, ImageSource, MergedArgs, TaskContainer, agent_image, merge_arguments,
     resolve_image,

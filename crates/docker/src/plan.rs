@@ -127,7 +127,8 @@ impl RunSpec {
         }
     }
 
-    /// `run [--rm] GPU ARGS -l.. --name --network -e.. -v.. -w IMAGE COMMAND`.
+    /// `run [--rm] GPU ARGS [podman's --ulimit] -l.. --name --network -e.. -v.. -w IMAGE
+    /// COMMAND`.
     pub fn argv(&self) -> Vec<String> {
         self.argv_with(false)
     }
@@ -147,6 +148,9 @@ impl RunSpec {
         }
         a.extend(self.gpu_args.iter().cloned());
         a.extend(self.args.iter().cloned());
+        if self.engine == Engine::Podman {
+            a.extend(crate::podman::own_ulimit_args(&self.args));
+        }
         for (k, v) in &self.labels {
             a.push("-l".into());
             a.push(format!("{k}={v}"));
@@ -667,12 +671,26 @@ mod tests {
         let plan = plan_container(&req).expect("plan");
         assert!(plan.printable.starts_with("podman run"));
         assert!(!plan.spec.argv().iter().any(|a| a == "--gpus"));
+        // Podman gets this process's limits (its own defaults need CAP_SYS_RESOURCE).
+        assert!(
+            plan.spec
+                .argv()
+                .windows(2)
+                .any(|w| w[0] == "--ulimit" && w[1].starts_with("nofile="))
+        );
+        assert!(!plan_docker_has_ulimit(&req));
         assert!(
             plan.spec
                 .argv()
                 .windows(2)
                 .any(|w| w == ["-e", "NVIDIA_VISIBLE_DEVICES=none"])
         );
+    }
+
+    fn plan_docker_has_ulimit(req: &ContainerRequest<'_>) -> bool {
+        let mut spec = plan_container(req).expect("plan").spec;
+        spec.engine = Engine::Docker;
+        spec.argv().iter().any(|a| a == "--ulimit")
     }
 
     #[test]
