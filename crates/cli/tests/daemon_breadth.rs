@@ -387,3 +387,72 @@ fn build_install_globally_sees_system_site_packages() {
         );
     }
 }
+
+/// Issue 12: after `kill -9` of a services-mode daemon, the next daemon kills what is left of
+/// its tasks (helpers that left the process group included), marks them failed and removes
+/// their `<venvs>.service.<task>` folders.
+#[test]
+fn a_killed_services_daemon_is_cleaned_up_by_the_next_one() {
+    let mut s = Setup::new("");
+    let marker = format!("service-orphan-{}", std::process::id());
+    let tasks: Vec<String> = (0..2)
+        .map(|i| {
+            s.shell_task(
+                &format!("orphan-service{i}"),
+                &format!(
+                    "setsid bash -c 'exec -a {marker} sleep 300' &\necho serving\nwhile true; do sleep 0.1; done\n"
+                ),
+                "default",
+            )
+        })
+        .collect();
+    let first = s.start_daemon(&["--queue", "default", "--services-mode"]);
+    let folders: Vec<std::path::PathBuf> = tasks
+        .iter()
+        .map(|t| s.dir.path().join(format!("venvs.service.{t}")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(tasks.iter().all(|t| s.status(t) == "in_progress")
+        && processes_with(&marker).len() == 2
+        && folders.iter().all(|f| f.is_dir()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "services never all started\n{}",
+            s.daemon_output(first)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.daemons[first].kill().expect("kill -9"); // SIGKILL
+    let _ = s.daemons[first].wait();
+    let killed_at = Instant::now();
+    let second = s.start_daemon(&["--queue", "default", "--services-mode"]);
+    loop {
+        let states: Vec<String> = tasks.iter().map(|t| s.status(t)).collect();
+        let left = processes_with(&marker);
+        let kept: Vec<_> = folders.iter().filter(|f| f.exists()).collect();
+        if states.iter().all(|st| st == "failed") && left.is_empty() && kept.is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "60 s after kill -9: {states:?}, processes {left:?}, folders {kept:?}\n{}",
+            s.daemon_output(second)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = s.daemon_output(second);
+    for t in &tasks {
+        let doc = s.task_doc(t);
+        assert!(
+            doc["status_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("was killed while running the task"),
+            "{doc}"
+        );
+        assert!(out.contains(&format!("venvs.service.{t}")), "{out}");
+    }
+    // The new daemon's own working folder is untouched.
+    assert!(s.dir.path().join("venvs").is_dir());
+}
