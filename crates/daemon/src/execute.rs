@@ -51,14 +51,34 @@ pub(crate) fn client_for(
     config: &Config,
     worker: Option<String>,
 ) -> Result<Arc<Client>, DaemonError> {
-    let mut c = ClientConfig::from_config(config)?;
-    c.worker = worker;
     // A task run as its owner (`daemon --use-owner-token`) gets the owner's token: every call
-    // acts as the owner, as the SDK's calls do with the same variable.
-    match std::env::var(clearml_api::AUTH_TOKEN_VAR) {
-        Ok(t) if !t.trim().is_empty() => Ok(Arc::new(Client::with_token(c, t.trim())?)),
-        _ => Ok(Arc::new(Client::new(c)?)),
-    }
+    // acts as the owner, as the SDK's calls do with the same variable. Its configuration may
+    // have no keys at all (a container's).
+    let Some(token) = crate::owner::token_from_env() else {
+        let mut c = ClientConfig::from_config(config)?;
+        c.worker = worker;
+        return Ok(Arc::new(Client::new(c)?));
+    };
+    let mut c = match ClientConfig::from_config(config) {
+        Ok(c) => c,
+        Err(_) => {
+            let api = config.api()?;
+            ClientConfig {
+                api_server: api.api_server.ok_or_else(|| {
+                    DaemonError::Task("no API server configured (api.api_server)".into())
+                })?,
+                access_key: String::new(),
+                secret_key: String::new(),
+                verify_certificate: api.verify_certificate,
+                method: api.default_method.unwrap_or_else(|| "post".into()),
+                worker: None,
+                retry_for: std::time::Duration::from_secs(60),
+                timeout: std::time::Duration::from_secs(30),
+            }
+        }
+    };
+    c.worker = worker;
+    Ok(Arc::new(Client::with_token(c, &token)?))
 }
 
 /// The worker id of a one-off `execute`: the daemon's (inherited), the configured one, or
@@ -339,9 +359,7 @@ pub async fn execute_child(
     // The SDK inside the task talks to the same server with the same identity: the agent's
     // keys, or the owner's token (which the SDK prefers) and no keys at all.
     let api = config.api()?;
-    let owner_token = std::env::var(clearml_api::AUTH_TOKEN_VAR)
-        .ok()
-        .filter(|t| !t.trim().is_empty());
+    let owner_token = crate::owner::token_from_env();
     let (access_key, secret_key) = match owner_token {
         Some(_) => (None, None),
         None => (api.access_key, api.secret_key),

@@ -16,6 +16,15 @@ use serde_json::{Value, json};
 
 use crate::DaemonError;
 
+/// The owner's token handed to this process by a daemon with `--use-owner-token` (also what
+/// the SDK reads).
+pub(crate) fn token_from_env() -> Option<String> {
+    std::env::var(clearml_api::AUTH_TOKEN_VAR)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// The identity claim of a token (read without verifying, as the Python clients do).
 pub(crate) fn token_identity(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
