@@ -164,6 +164,13 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             .issue(req.caller.as_ref())
             .map(|t| json!({ "token": t })),
         "auth.revoke_credentials" => req.str("access_key").and_then(|key| {
+            if !ctx.auth.may_manage_key(&ctx.identity(), key) {
+                return Err(ApiError::new(
+                    400,
+                    0,
+                    format!("Invalid access key: access_key={key}"),
+                ));
+            }
             let revoked = ctx.store.write(|tx| crate::auth::revoke(tx, key))?;
             if !revoked {
                 return Err(ApiError::new(
@@ -211,6 +218,7 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             }),
         "auth.get_credentials" => Ok(json!({
             "credentials": ctx.auth.credentials().iter()
+                .filter(|c| ctx.auth.may_manage_key(&ctx.identity(), &c.access_key))
                 .map(|c| json!({"access_key": c.access_key}))
                 .collect::<Vec<_>>()
         })),

@@ -306,6 +306,12 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether the current caller (`identity`) may see or revoke `access_key`: an admin any
+    /// key, a user only their own.
+    pub fn may_manage_key(&self, identity: &Identity, access_key: &str) -> bool {
+        may_impersonate(&identity.role) || self.identity_of_key(access_key).user == identity.user
+    }
+
     /// As whom a key acts: the user it was given to, else the server's own user.
     pub(crate) fn identity_of_key(&self, access_key: &str) -> Identity {
         self.users

@@ -161,6 +161,26 @@ async fn an_admin_acts_as_a_user_and_a_user_may_not() {
         .raw("auth.create_user", &alice_key, None, json!({"name": "eve"}))
         .await;
     assert_eq!(status, 403);
+    // Alice sees and may revoke only her own keys, never the admin's.
+    let listed = api
+        .ok("auth.get_credentials", &alice_key, None, json!({}))
+        .await;
+    assert_eq!(
+        listed["credentials"],
+        json!([{"access_key": key}]),
+        "{listed}"
+    );
+    let (status, _) = api
+        .raw(
+            "auth.revoke_credentials",
+            &alice_key,
+            None,
+            json!({"access_key": "ADMIN"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    api.ok("users.get_current_user", &ADMIN, None, json!({}))
+        .await;
 
     // The admin, impersonating alice, logs in as her: the token acts as alice, and what it
     // reports is attributed to her.
