@@ -407,14 +407,26 @@ fn a_killed_services_daemon_is_cleaned_up_by_the_next_one() {
         })
         .collect();
     let first = s.start_daemon(&["--queue", "default", "--services-mode"]);
-    let folders: Vec<std::path::PathBuf> = tasks
-        .iter()
-        .map(|t| s.dir.path().join(format!("venvs.service.{t}")))
-        .collect();
+    // `venvs.service.<task>`, or `venvs.N.service.<task>` when other agents on this machine
+    // hold slot 0.
+    let service_folders = |s: &Setup| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(s.dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with("venvs.")
+                    && tasks
+                        .iter()
+                        .any(|t| name.ends_with(&format!(".service.{t}")))
+            })
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
     while !(tasks.iter().all(|t| s.status(t) == "in_progress")
         && processes_with(&marker).len() == 2
-        && folders.iter().all(|f| f.is_dir()))
+        && service_folders(&s).len() == 2)
     {
         assert!(
             Instant::now() < deadline,
@@ -430,7 +442,7 @@ fn a_killed_services_daemon_is_cleaned_up_by_the_next_one() {
     loop {
         let states: Vec<String> = tasks.iter().map(|t| s.status(t)).collect();
         let left = processes_with(&marker);
-        let kept: Vec<_> = folders.iter().filter(|f| f.exists()).collect();
+        let kept = service_folders(&s);
         if states.iter().all(|st| st == "failed") && left.is_empty() && kept.is_empty() {
             break;
         }
@@ -451,8 +463,23 @@ fn a_killed_services_daemon_is_cleaned_up_by_the_next_one() {
                 .contains("was killed while running the task"),
             "{doc}"
         );
-        assert!(out.contains(&format!("venvs.service.{t}")), "{out}");
+        assert!(
+            out.contains(&format!(".service.{t} (the services-mode")),
+            "{out}"
+        );
     }
-    // The new daemon's own working folder is untouched.
-    assert!(s.dir.path().join("venvs").is_dir());
+    // The slots' own working folders (`venvs`, `venvs.N`) are untouched.
+    let slots = std::fs::read_dir(s.dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.path().is_dir()
+                && (name == "venvs"
+                    || name
+                        .strip_prefix("venvs.")
+                        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
+        })
+        .count();
+    assert!(slots >= 1, "{out}");
 }
