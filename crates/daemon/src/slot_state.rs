@@ -15,6 +15,10 @@
 //!   with the marker, and every member of the process groups they lead, is killed, and the task,
 //!   if still `in_progress`, is marked `failed` with a status message that says what happened.
 //!
+//! Services mode (`services.rs`) gives each task its own folder `<slot folder>.service.<task>`
+//! with the same state file and an owner file; the next daemon recovers those tasks the same way
+//! and then removes the folders whose owner is dead.
+//!
 //! A process that clears its environment and leaves the task's process group escapes the
 //! marker search; nothing short of a cgroup finds it, and the agent does not require one.
 
