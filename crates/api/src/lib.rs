@@ -115,7 +115,13 @@ pub struct Client {
     config: ClientConfig,
     base: String,
     token: Mutex<Option<Token>>,
+    /// A client made with [`Client::with_token`]: it has no keys and logs in again with its
+    /// token (as the Python clients do with `CLEARML_AUTH_TOKEN`).
+    token_only: Option<String>,
 }
+
+/// The environment variable that hands a task process its (owner's) token instead of keys.
+pub const AUTH_TOKEN_VAR: &str = "CLEARML_AUTH_TOKEN";
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, ApiError> {
@@ -130,7 +136,50 @@ impl Client {
             config,
             base,
             token: Mutex::new(None),
+            token_only: None,
         })
+    }
+
+    /// A client that acts with `token` instead of the configured keys (which it never uses).
+    pub fn with_token(config: ClientConfig, token: &str) -> Result<Client, ApiError> {
+        let mut c = Client::new(config)?;
+        c.token_only = Some(token.to_string());
+        Ok(c)
+    }
+
+    /// `auth.login` with the configured keys and `X-Clearml-Impersonate-As: user`: a token
+    /// that acts as `user` (the server allows it for admin keys only). Not retried beyond the
+    /// usual transient failures; a refusal comes back as the server's error.
+    pub async fn login_as(&self, user: &str) -> Result<String, ApiError> {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.config.access_key, self.config.secret_key
+        ));
+        let resp = self
+            .http
+            .post(format!("{}/auth.login", self.base))
+            .header("Authorization", format!("Basic {basic}"))
+            .header("X-Clearml-Impersonate-As", user)
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable {
+                endpoint: "auth.login".into(),
+                url: self.base.clone(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let data = parse_envelope("auth.login", status, &text)?;
+        data.get("token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Server {
+                endpoint: "auth.login".into(),
+                code: 200,
+                subcode: 0,
+                message: "the login answer has no token".into(),
+            })
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -154,17 +203,18 @@ impl Client {
     }
 
     async fn login(&self) -> Result<Token, ApiError> {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            self.config.access_key, self.config.secret_key
-        ));
+        let authorization = match &self.token_only {
+            Some(t) => format!("Bearer {t}"),
+            None => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    self.config.access_key, self.config.secret_key
+                ))
+            ),
+        };
         let data = self
-            .send_with_retries(
-                "auth.login",
-                &Body::Json(json!({})),
-                &format!("Basic {basic}"),
-                false,
-            )
+            .send_with_retries("auth.login", &Body::Json(json!({})), &authorization, false)
             .await?;
         let value = data
             .get("token")

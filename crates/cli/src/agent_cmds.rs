@@ -160,11 +160,12 @@ pub struct DaemonArgs {
     /// checked out (through the repository cache).
     #[arg(long)]
     pub standalone_mode: bool,
-    /// Run each task as its owner (not supported yet: refused with an error)
+    /// Run each task as its owner: the task's calls use the owner's identity, not the agent's
     ///
-    /// In clearml-agent 3.0.3 this needs a ClearML Enterprise server, which issues a token for
-    /// the task's owner; the embedded server has a single user, so there is no other identity
-    /// to run as.
+    /// The agent's key must be an admin's (refused at start otherwise). For each task the agent
+    /// logs in with X-Clearml-Impersonate-As: <owner> and hands the owner's token to the task
+    /// instead of its own keys. Works with `clearml-agent server` (its admin keys) and servers
+    /// that allow impersonation; where the server refuses, the task fails with the reason.
     #[arg(long)]
     pub use_owner_token: bool,
     /// Accepted for compatibility; changes nothing
@@ -331,9 +332,6 @@ pub fn daemon(
     } else {
         (args.queues.clone(), None)
     };
-    if args.use_owner_token {
-        bail!("--use-owner-token is not supported by this agent yet");
-    }
     // --uptime/--downtime, else agent.uptime/agent.downtime: checked before detaching.
     clearml_daemon::schedule_for(&config, &args.uptime, &args.downtime)?;
     if args.detached {
@@ -364,6 +362,7 @@ pub fn daemon(
         downtime: args.downtime.clone(),
         services_mode: args.services_mode,
         dynamic_gpus,
+        use_owner_token: args.use_owner_token,
     };
     let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))

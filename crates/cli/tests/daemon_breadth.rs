@@ -387,3 +387,99 @@ fn build_install_globally_sees_system_site_packages() {
         );
     }
 }
+
+/// Issue 12: after `kill -9` of a services-mode daemon, the next daemon kills what is left of
+/// its tasks (helpers that left the process group included), marks them failed and removes
+/// their `<venvs>.service.<task>` folders.
+#[test]
+fn a_killed_services_daemon_is_cleaned_up_by_the_next_one() {
+    let mut s = Setup::new("");
+    let marker = format!("service-orphan-{}", std::process::id());
+    let tasks: Vec<String> = (0..2)
+        .map(|i| {
+            s.shell_task(
+                &format!("orphan-service{i}"),
+                &format!(
+                    "setsid bash -c 'exec -a {marker} sleep 300' &\necho serving\nwhile true; do sleep 0.1; done\n"
+                ),
+                "default",
+            )
+        })
+        .collect();
+    let first = s.start_daemon(&["--queue", "default", "--services-mode"]);
+    // `venvs.service.<task>`, or `venvs.N.service.<task>` when other agents on this machine
+    // hold slot 0.
+    let service_folders = |s: &Setup| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(s.dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with("venvs.")
+                    && tasks
+                        .iter()
+                        .any(|t| name.ends_with(&format!(".service.{t}")))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(tasks.iter().all(|t| s.status(t) == "in_progress")
+        && processes_with(&marker).len() == 2
+        && service_folders(&s).len() == 2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "services never all started\n{}",
+            s.daemon_output(first)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.daemons[first].kill().expect("kill -9"); // SIGKILL
+    let _ = s.daemons[first].wait();
+    let killed_at = Instant::now();
+    let second = s.start_daemon(&["--queue", "default", "--services-mode"]);
+    loop {
+        let states: Vec<String> = tasks.iter().map(|t| s.status(t)).collect();
+        let left = processes_with(&marker);
+        let kept = service_folders(&s);
+        if states.iter().all(|st| st == "failed") && left.is_empty() && kept.is_empty() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "60 s after kill -9: {states:?}, processes {left:?}, folders {kept:?}\n{}",
+            s.daemon_output(second)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = s.daemon_output(second);
+    for t in &tasks {
+        let doc = s.task_doc(t);
+        assert!(
+            doc["status_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("was killed while running the task"),
+            "{doc}"
+        );
+        assert!(
+            out.contains(&format!(".service.{t} (the services-mode")),
+            "{out}"
+        );
+    }
+    // The slots' own working folders (`venvs`, `venvs.N`) are untouched.
+    let slots = std::fs::read_dir(s.dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.path().is_dir()
+                && (name == "venvs"
+                    || name
+                        .strip_prefix("venvs.")
+                        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
+        })
+        .count();
+    assert!(slots >= 1, "{out}");
+}

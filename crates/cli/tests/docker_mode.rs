@@ -917,4 +917,79 @@ fn podman_containers(task: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+const OWNER_MAIN: &str = "import json, os, urllib.request\n\
+print('agent key in the task:', os.environ.get('CLEARML_API_ACCESS_KEY', 'none'))\n\
+conf = open(os.environ['CLEARML_CONFIG_FILE']).read()\n\
+print('keys in the container config:', 'secret_key' in conf)\n\
+req = urllib.request.Request(os.environ['CLEARML_API_HOST'] + '/users.get_current_user',\n\
+    data=b'{}', headers={'Authorization': 'Bearer ' + os.environ['CLEARML_AUTH_TOKEN'],\n\
+                         'Content-Type': 'application/json'})\n\
+print('acting as', json.load(urllib.request.urlopen(req))['data']['user']['name'])\n";
+
+/// Issue 12: `--use-owner-token` in docker mode: the container gets the owner's token and a
+/// configuration without the agent's keys, and the task's calls act as its owner.
+#[test]
+fn docker_task_runs_as_its_owner_without_the_agents_keys() {
+    if !docker_ready() {
+        return;
+    }
+    let mut s = Setup::new("docker-e2e-owner");
+    let base = s.client.config().api_server.clone();
+    let call = |key: (&str, &str), as_user: Option<&str>, endpoint: &str| -> Value {
+        s.rt.block_on(async {
+            let mut r = reqwest::Client::new()
+                .post(format!("{base}/{endpoint}"))
+                .basic_auth(key.0, Some(key.1))
+                .json(&json!({"name": "alice"}));
+            if let Some(u) = as_user {
+                r = r.header("X-Clearml-Impersonate-As", u);
+            }
+            let env: Value = r.send().await.expect("send").json().await.expect("json");
+            assert_eq!(env["meta"]["result_code"], 200, "{endpoint}: {env}");
+            env["data"].clone()
+        })
+    };
+    let alice = call((KEY, SECRET), None, "auth.create_user")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let cred = call((KEY, SECRET), Some(&alice), "auth.create_credentials")["credentials"].clone();
+    let work = project_repo(s.dir.path(), OWNER_MAIN);
+    let out = run(s
+        .agent()
+        .env(
+            "CLEARML_API_ACCESS_KEY",
+            cred["access_key"].as_str().expect("key"),
+        )
+        .env(
+            "CLEARML_API_SECRET_KEY",
+            cred["secret_key"].as_str().expect("secret"),
+        )
+        .args([
+            "task",
+            "create",
+            "--project",
+            "docker",
+            "--name",
+            "alice in docker",
+        ])
+        .args(["--folder", work.to_str().unwrap_or_default()])
+        .args([
+            "--script", "main.py", "--docker", IMAGE, "--queue", "default",
+        ]));
+    let task = out.lines().last().unwrap_or_default().trim().to_string();
+    let d = s.start_daemon(&[
+        "--queue",
+        "default",
+        "--foreground",
+        "--docker",
+        "--use-owner-token",
+    ]);
+    let status = s.wait_status(&task, &["completed", "failed"], Duration::from_secs(300));
+    let log = s.log(&task);
+    assert_eq!(status, "completed", "{log}\n{}", s.daemon_output(d));
+    assert!(log.contains("agent key in the task: none"), "{log}");
+    assert!(log.contains("keys in the container config: False"), "{log}");
+    assert!(log.contains("acting as alice"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
 }

@@ -45,6 +45,8 @@ pub struct DaemonOptions {
     pub services_mode: Option<usize>,
     /// `--dynamic-gpus`: the GPU pool shared between the queues' tasks (see `gpus`).
     pub dynamic_gpus: Option<crate::gpus::DynamicGpus>,
+    /// `--use-owner-token`: each task runs with its owner's identity (see `owner`).
+    pub use_owner_token: bool,
 }
 
 /// Longest single long-poll; short enough that a shutdown never waits long for it.
@@ -81,6 +83,9 @@ pub async fn run_daemon(
     let mut client_config = ClientConfig::from_config(config)?;
     client_config.worker = Some(worker_id.clone());
     let client = Arc::new(Client::new(client_config)?);
+    if opts.use_owner_token {
+        crate::owner::check_agent_key(&client).await?;
+    }
     let queues = queues::resolve(&client, &opts.queues, opts.create_queue).await?;
 
     let mut settings = DaemonSettings::from_config(config, opts.polling_interval)?;
@@ -535,12 +540,32 @@ impl Runner {
         {
             console.line(&format!("Warning: could not mark task {task} started: {e}"));
         }
+        let owner = match self.opts.use_owner_token {
+            true => {
+                match crate::owner::owner_session(&self.client, &self.ship_client, task).await {
+                    Ok(o) => Some(o),
+                    Err(reason) => return self.refuse(task, &reason, console).await,
+                }
+            }
+            false => None,
+        };
+        // With --use-owner-token everything about the task goes through the owner's token.
+        let (client, ship_client) = match &owner {
+            Some(o) => (o.client.clone(), o.ship_client.clone()),
+            None => (self.client.clone(), self.ship_client.clone()),
+        };
         let shipper = monitor::start_shipper(
-            self.ship_client.clone(),
+            ship_client,
             task,
             &self.worker_id,
             self.settings.monitor.spool_dir.clone(),
         );
+        if let Some(o) = &owner {
+            shipper.line(
+                Level::Info,
+                &format!("running task {task} as its owner {}", o.user),
+            );
+        }
         shipper.line(
             Level::Info,
             &format!(
@@ -563,11 +588,14 @@ impl Runner {
             console.line(&format!("Warning: cannot record the running task: {e}"));
         }
         cmd.envs(self.opts.extra_env.iter().map(|(k, v)| (k, v)));
+        if let Some(o) = &owner {
+            cmd.env(clearml_api::AUTH_TOKEN_VAR, &o.token);
+        }
         if let Some(d) = &self.opts.docker {
             d.apply(&mut cmd);
         }
         let result = monitor::run_task(
-            self.client.clone(),
+            client,
             &self.worker_id,
             task,
             cmd,
@@ -593,6 +621,43 @@ impl Runner {
             ));
         }
         result
+    }
+}
+
+impl Runner {
+    /// `--use-owner-token` and the task's owner cannot be acted as: the task fails with the
+    /// reason (in its console and status message) instead of running as the agent.
+    async fn refuse(&self, task: &str, reason: &str, console: &dyn Console) -> monitor::TaskResult {
+        let message = format!("--use-owner-token: {reason}");
+        console.line(&format!("Error: task {task}: {message}"));
+        let _ = self
+            .ship_client
+            .call_lines(
+                "events.add_batch",
+                &[
+                    json!({"type": "log", "task": task, "worker": self.worker_id,
+                         "level": "error", "msg": format!("clearml-agent: {message}\n"),
+                         "timestamp": chrono::Utc::now().timestamp_millis()}),
+                ],
+            )
+            .await;
+        let failed = self
+            .client
+            .call(
+                "tasks.failed",
+                json!({"task": task, "force": true,
+                       "status_reason": "cannot run the task as its owner",
+                       "status_message": message}),
+            )
+            .await;
+        if let Err(e) = &failed {
+            console.line(&format!("Warning: could not mark task {task} failed: {e}"));
+        }
+        monitor::TaskResult {
+            ending: monitor::Ending::Exited(1),
+            status: Some("failed".into()),
+            undelivered: 0,
+        }
     }
 }
 

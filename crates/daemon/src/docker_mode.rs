@@ -441,7 +441,12 @@ async fn host_side(
     let home = PathBuf::from(config.env().get("HOME").unwrap_or("/tmp"));
     let private = settings.work_root.join(".docker");
     let conf_file = private.join("clearml.conf");
-    let text = crate::inner_config::inner_config_text(config)?;
+    // Run as the task's owner (`daemon --use-owner-token`): the owner's token, not our keys.
+    let owner_token = crate::owner::token_from_env();
+    let text = match owner_token {
+        Some(_) => crate::inner_config::inner_config_text_without_keys(config)?,
+        None => crate::inner_config::inner_config_text(config)?,
+    };
     std::fs::create_dir_all(&private).map_err(|source| DaemonError::Io {
         what: format!("cannot create {}", private.display()),
         source,
@@ -507,6 +512,9 @@ async fn host_side(
     ];
     if uv.is_some() {
         env.push(EnvVar::new("CLEARML_BOOTSTRAP_UV_EXEC", UV_BIN));
+    }
+    if let Some(t) = &owner_token {
+        env.push(EnvVar::secret(clearml_api::AUTH_TOKEN_VAR, t));
     }
     let inner_execute = vec![
         paths::AGENT_BIN.to_string(),

@@ -51,9 +51,34 @@ pub(crate) fn client_for(
     config: &Config,
     worker: Option<String>,
 ) -> Result<Arc<Client>, DaemonError> {
-    let mut c = ClientConfig::from_config(config)?;
+    // A task run as its owner (`daemon --use-owner-token`) gets the owner's token: every call
+    // acts as the owner, as the SDK's calls do with the same variable. Its configuration may
+    // have no keys at all (a container's).
+    let Some(token) = crate::owner::token_from_env() else {
+        let mut c = ClientConfig::from_config(config)?;
+        c.worker = worker;
+        return Ok(Arc::new(Client::new(c)?));
+    };
+    let mut c = match ClientConfig::from_config(config) {
+        Ok(c) => c,
+        Err(_) => {
+            let api = config.api()?;
+            ClientConfig {
+                api_server: api.api_server.ok_or_else(|| {
+                    DaemonError::Task("no API server configured (api.api_server)".into())
+                })?,
+                access_key: String::new(),
+                secret_key: String::new(),
+                verify_certificate: api.verify_certificate,
+                method: api.default_method.unwrap_or_else(|| "post".into()),
+                worker: None,
+                retry_for: std::time::Duration::from_secs(60),
+                timeout: std::time::Duration::from_secs(30),
+            }
+        }
+    };
     c.worker = worker;
-    Ok(Arc::new(Client::new(c)?))
+    Ok(Arc::new(Client::with_token(c, &token)?))
 }
 
 /// The worker id of a one-off `execute`: the daemon's (inherited), the configured one, or
@@ -331,17 +356,28 @@ pub async fn execute_child(
             write_back_requirements(&client, &task, frozen, console.as_ref()).await;
         }
     };
-    // The SDK inside the task talks to the same server with the same identity.
+    // The SDK inside the task talks to the same server with the same identity: the agent's
+    // keys, or the owner's token (which the SDK prefers) and no keys at all.
     let api = config.api()?;
+    let owner_token = crate::owner::token_from_env();
+    let (access_key, secret_key) = match owner_token {
+        Some(_) => (None, None),
+        None => (api.access_key, api.secret_key),
+    };
     for (k, v) in [
         ("CLEARML_API_HOST", api.api_server),
         ("CLEARML_WEB_HOST", api.web_server),
         ("CLEARML_FILES_HOST", api.files_server),
-        ("CLEARML_API_ACCESS_KEY", api.access_key),
-        ("CLEARML_API_SECRET_KEY", api.secret_key),
+        ("CLEARML_API_ACCESS_KEY", access_key),
+        ("CLEARML_API_SECRET_KEY", secret_key),
     ] {
         if let Some(v) = v {
             prepared.env.push((k.to_string(), Some(v)));
+        }
+    }
+    if owner_token.is_some() {
+        for k in ["CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"] {
+            prepared.env.push((k.to_string(), None));
         }
     }
     prepared

@@ -117,6 +117,19 @@ pub fn inner_config_text(config: &Config) -> Result<String, clearml_config::Conf
     Ok(serde_json::to_string_pretty(&v).unwrap_or_else(|_| json!({}).to_string()))
 }
 
+/// The inner configuration without the agent's keys, for a task that runs as its owner
+/// (`--use-owner-token`: the container gets the owner's token instead, as with 3.0.3's
+/// `clean_api_credentials`).
+pub(crate) fn inner_config_text_without_keys(
+    config: &Config,
+) -> Result<String, clearml_config::ConfigError> {
+    let mut v = inner_config(config)?;
+    if let Some(api) = v.get_mut("api").and_then(Value::as_object_mut) {
+        api.remove("credentials");
+    }
+    Ok(serde_json::to_string_pretty(&v).unwrap_or_else(|_| json!({}).to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +168,8 @@ mod tests {
         assert_eq!(v["agent"]["package_manager"]["type"], "uv");
         assert_eq!(v["sdk"]["development"]["x"], 1);
         let text = inner_config_text(&c).expect("text");
+        let keyless = inner_config_text_without_keys(&c).expect("text");
+        assert!(!keyless.contains("secret_key") && keyless.contains("api_server"));
         assert!(!text.contains("/host/"), "{text}");
     }
 }

@@ -39,6 +39,7 @@ mod gpus;
 mod identity;
 mod inner_config;
 mod monitor;
+mod owner;
 mod prepare;
 mod process;
 mod procinfo;

@@ -190,7 +190,9 @@ impl Services<'_> {
             ),
         };
         let work_root = service_work_root(&base.work_root, &task);
-        if let Err(e) = std::fs::create_dir_all(&work_root) {
+        if let Err(e) = std::fs::create_dir_all(&work_root)
+            .and_then(|()| crate::slot_state::claim_service_folder(&work_root))
+        {
             console.line(&format!(
                 "Warning: cannot create {}: {e}",
                 work_root.display()

@@ -15,6 +15,10 @@
 //!   with the marker, and every member of the process groups they lead, is killed, and the task,
 //!   if still `in_progress`, is marked `failed` with a status message that says what happened.
 //!
+//! Services mode (`services.rs`) gives each task its own folder `<slot folder>.service.<task>`
+//! with the same state file and an owner file; the next daemon recovers those tasks the same way
+//! and then removes the folders whose owner is dead.
+//!
 //! A process that clears its environment and leaves the task's process group escapes the
 //! marker search; nothing short of a cgroup finds it, and the agent does not require one.
 
@@ -97,10 +101,7 @@ impl SlotState {
             .get("daemon_pid")?
             .as_i64()
             .and_then(|p| i32::try_from(p).ok())?;
-        let start = v.get("daemon_start").and_then(Value::as_u64);
-        let alive = crate::process::is_alive(pid)
-            && (start.is_none() || procinfo::start_ticks(pid) == start);
-        if alive {
+        if owner_alive(&v) != Some(false) {
             return None;
         }
         let claimed = self
@@ -118,26 +119,81 @@ impl SlotState {
     }
 }
 
-/// The work folders of every slot of `venvs_dir` (`venvs_dir`, `venvs_dir.1`, ...).
-fn slot_folders(venvs_dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![venvs_dir.to_path_buf()];
+/// The work folders of every slot of `venvs_dir` (`venvs_dir`, `venvs_dir.1`, ...), and of
+/// every services-mode task of those slots (`venvs_dir.service.<task>`,
+/// `venvs_dir.1.service.<task>`, see `services.rs`); the flag says which are service folders.
+fn slot_folders(venvs_dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out = vec![(venvs_dir.to_path_buf(), false)];
     let (Some(parent), Some(base)) = (venvs_dir.parent(), venvs_dir.file_name()) else {
         return out;
     };
     let base = base.to_string_lossy().into_owned();
+    let is_slot = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit());
+    let is_service = |n: &str| {
+        n.strip_prefix("service.")
+            .is_some_and(|t| !t.is_empty() && !t.contains('/'))
+    };
     if let Ok(entries) = std::fs::read_dir(parent) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let is_slot = name
-                .strip_prefix(&base)
-                .and_then(|r| r.strip_prefix('.'))
-                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-            if is_slot {
-                out.push(e.path());
+            let Some(rest) = name.strip_prefix(&base).and_then(|r| r.strip_prefix('.')) else {
+                continue;
+            };
+            let service = is_service(rest)
+                || rest
+                    .split_once('.')
+                    .is_some_and(|(slot, tail)| is_slot(slot) && is_service(tail));
+            if service || is_slot(rest) {
+                out.push((e.path(), service));
             }
         }
     }
     out
+}
+
+const OWNER_FILE: &str = ".clearml-agent-service-owner.json";
+
+/// Marks a services-mode task's folder as this process's, so that the next daemon knows
+/// whether the folder's owner still lives even when no task state file is in it (the daemon
+/// was killed just before the task started or just after it ended).
+pub fn claim_service_folder(folder: &Path) -> std::io::Result<()> {
+    let me = std::process::id() as i32;
+    let body = json!({"daemon_pid": me, "daemon_start": procinfo::start_ticks(me)});
+    std::fs::write(folder.join(OWNER_FILE), body.to_string())
+}
+
+/// Whether the process named by a state or owner file (`daemon_pid`, `daemon_start`) lives.
+fn owner_alive(v: &Value) -> Option<bool> {
+    let pid = v
+        .get("daemon_pid")?
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())?;
+    let start = v.get("daemon_start").and_then(Value::as_u64);
+    Some(crate::process::is_alive(pid) && (start.is_none() || procinfo::start_ticks(pid) == start))
+}
+
+/// A service folder whose owner is dead and whose task (if any) was taken care of: removed.
+/// One with no readable owner file is left alone (its owner may still be creating it) unless
+/// `owner_dead` (its task state file was just taken from a dead daemon).
+fn remove_dead_service_folder(folder: &Path, owner_dead: bool) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(folder) else {
+        return false;
+    };
+    if !meta.is_dir() || meta.uid() != procinfo::my_uid() || folder.join(FILE_NAME).exists() {
+        return false;
+    }
+    let owner: Option<Value> = std::fs::read_to_string(folder.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let dead = match owner.as_ref().and_then(owner_alive) {
+        Some(alive) => !alive,
+        None => owner_dead,
+    };
+    if !dead {
+        return false;
+    }
+    std::fs::remove_dir_all(folder).is_ok()
 }
 
 /// This user's processes carrying `marker`, and every member of the process groups they lead.
@@ -190,8 +246,19 @@ pub async fn kill_marked_tree(marker: &str) -> usize {
 /// Cleans up after dead daemons that used `venvs_dir`'s slots; returns a line for each task.
 pub async fn recover(client: &Client, venvs_dir: &Path, worker_id: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    for folder in slot_folders(venvs_dir) {
-        let Some(left) = SlotState::new(&folder).take_if_orphaned() else {
+    for (folder, service) in slot_folders(venvs_dir) {
+        let left = SlotState::new(&folder).take_if_orphaned();
+        // Removed after its task's processes are gone (they may still write into it).
+        let remove_after = |lines: &mut Vec<String>, owner_dead: bool| {
+            if service && remove_dead_service_folder(&folder, owner_dead) {
+                lines.push(format!(
+                    "Removed {} (the services-mode folder of a killed agent)",
+                    folder.display()
+                ));
+            }
+        };
+        let Some(left) = left else {
+            remove_after(&mut lines, false);
             continue;
         };
         let killed = kill_marked_tree(&left.marker).await;
@@ -246,6 +313,7 @@ pub async fn recover(client: &Client, venvs_dir: &Path, worker_id: &str) -> Vec<
             "Task {} of a killed agent (pid {}): stopped {killed} leftover processes; the task {outcome}",
             left.task, left.daemon_pid
         ));
+        remove_after(&mut lines, true);
     }
     lines
 }
@@ -337,6 +405,35 @@ mod tests {
     }
 
     #[test]
+    fn only_a_dead_owners_service_folder_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join("v.service.a");
+        let dead = d.path().join("v.service.b");
+        let unknown = d.path().join("v.service.c");
+        for f in [&live, &dead, &unknown] {
+            std::fs::create_dir(f).unwrap();
+        }
+        claim_service_folder(&live).unwrap();
+        let mut gone = Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(
+            dead.join(OWNER_FILE),
+            json!({"daemon_pid": pid, "daemon_start": 1}).to_string(),
+        )
+        .unwrap();
+        assert!(!remove_dead_service_folder(&live, false));
+        assert!(!remove_dead_service_folder(&unknown, false));
+        assert!(remove_dead_service_folder(&dead, false));
+        assert!(live.exists() && unknown.exists() && !dead.exists());
+        // A task of a live daemon still runs in it: kept whatever the owner file says.
+        SlotState::new(&unknown).record("t", "w", "m").unwrap();
+        assert!(!remove_dead_service_folder(&unknown, true));
+        SlotState::new(&unknown).clear();
+        assert!(remove_dead_service_folder(&unknown, true));
+    }
+
+    #[test]
     fn every_slot_folder_is_looked_at() {
         let d = tempfile::tempdir().unwrap();
         let base = d.path().join("venvs-builds");
@@ -345,12 +442,22 @@ mod tests {
             "venvs-builds.1",
             "venvs-builds.12",
             "venvs-builds.x",
+            "venvs-builds.service.t1",
+            "venvs-builds.2.service.t2",
+            "venvs-builds.x.service.t3",
         ] {
             std::fs::create_dir(d.path().join(n)).unwrap();
         }
         let mut got = slot_folders(&base);
         got.sort();
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert!(!got.iter().any(|p| p.ends_with("venvs-builds.x")));
+        let services: Vec<_> = got.iter().filter(|(_, s)| *s).map(|(p, _)| p).collect();
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(!got.iter().any(|(p, _)| p.ends_with("venvs-builds.x")));
+        assert_eq!(services.len(), 2, "{services:?}");
+        assert!(
+            services
+                .iter()
+                .all(|p| p.to_string_lossy().contains(".service.t"))
+        );
     }
 }

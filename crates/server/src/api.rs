@@ -55,9 +55,41 @@ pub struct Ctx {
     pub series: crate::metrics_series::Series,
 }
 
+thread_local! {
+    /// As whom the call running on this thread acts (set by [`call`] for its duration). A
+    /// thread-local instead of a parameter: calls run one at a time and synchronously, and
+    /// every endpoint that records an owner already asks `ctx.user()`.
+    static ACTING: std::cell::RefCell<Option<crate::auth::Identity>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Restores the previous identity when a call ends (also when it panics).
+struct Acting(Option<crate::auth::Identity>);
+
+impl Acting {
+    fn set(identity: Option<crate::auth::Identity>) -> Acting {
+        Acting(ACTING.with(|a| a.replace(identity)))
+    }
+}
+
+impl Drop for Acting {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        ACTING.with(|a| *a.borrow_mut() = previous);
+    }
+}
+
 impl Ctx {
-    pub fn user(&self) -> &str {
-        &self.auth.identity.user
+    /// The user the current call acts as (the server's own user outside a call).
+    pub fn user(&self) -> String {
+        self.identity().user
+    }
+
+    /// The identity the current call acts as.
+    pub fn identity(&self) -> crate::auth::Identity {
+        ACTING
+            .with(|a| a.borrow().clone())
+            .unwrap_or_else(|| self.auth.identity.clone())
     }
 
     pub fn company(&self) -> &str {
@@ -75,7 +107,9 @@ pub fn is_public(endpoint: &str) -> bool {
 
 /// Runs one call. `None` means no such endpoint.
 pub fn call(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>> {
+    let acting = Acting::set(req.caller.as_ref().map(|c| c.identity.clone()));
     let result = dispatch(ctx, endpoint, req);
+    drop(acting);
     if let Some(Ok(reply)) = &result {
         let idle_poll =
             endpoint == "queues.get_next_task" && reply.as_object().is_some_and(|m| m.is_empty());
@@ -130,6 +164,13 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             .issue(req.caller.as_ref())
             .map(|t| json!({ "token": t })),
         "auth.revoke_credentials" => req.str("access_key").and_then(|key| {
+            if !ctx.auth.may_manage_key(&ctx.identity(), key) {
+                return Err(ApiError::new(
+                    400,
+                    0,
+                    format!("Invalid access key: access_key={key}"),
+                ));
+            }
             let revoked = ctx.store.write(|tx| crate::auth::revoke(tx, key))?;
             if !revoked {
                 return Err(ApiError::new(
@@ -156,6 +197,9 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
                     access_key: crate::auth::random_access_key(),
                     secret_key: crate::auth::random_token(50),
                 };
+                // The key is the calling user's (an admin makes one for a user by
+                // impersonating them).
+                ctx.auth.give_key(tx, &ctx.user(), &cred.access_key)?;
                 let mut all = ctx.auth.credentials();
                 all.push(cred.clone());
                 let text =
@@ -174,6 +218,7 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             }),
         "auth.get_credentials" => Ok(json!({
             "credentials": ctx.auth.credentials().iter()
+                .filter(|c| ctx.auth.may_manage_key(&ctx.identity(), &c.access_key))
                 .map(|c| json!({"access_key": c.access_key}))
                 .collect::<Vec<_>>()
         })),
@@ -202,11 +247,11 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
         "users.get_current_user" => Ok(json!({
             "user": {
                 "id": ctx.user(),
-                "name": ctx.auth.identity.user_name,
+                "name": ctx.identity().user_name,
                 "given_name": "ClearML",
                 "family_name": "Agent",
                 "company": {"id": ctx.company(), "name": ctx.auth.identity.company_name},
-                "role": ctx.auth.identity.role,
+                "role": ctx.identity().role,
                 "created": "2024-01-01T00:00:00+00:00",
                 "preferences": {},
             },
@@ -214,11 +259,52 @@ fn misc(ctx: &Ctx, endpoint: &str, req: &Req) -> Option<Result<Value, ApiError>>
             "settings": {"max_download_items": 1000},
         })),
         "users.get_all" => Ok(json!({
-            "users": [{"id": ctx.user(), "name": ctx.auth.identity.user_name, "company": ctx.company()}]
+            "users": ctx.auth.users().iter()
+                .map(|u| json!({"id": u.user, "name": u.user_name, "company": u.company,
+                                "role": u.role}))
+                .collect::<Vec<_>>()
         })),
+        "auth.create_user" => admin_only(ctx, endpoint).and_then(|()| {
+            let name = req.str("name")?;
+            let role = req.opt_str("role")?.unwrap_or("user");
+            if !matches!(role, "user" | "admin") {
+                return Err(ApiError::validation(format!(
+                    "role must be user or admin, got {role}"
+                )));
+            }
+            let id = ctx.store.write(|tx| ctx.auth.create_user(tx, name, role))?;
+            Ok(json!({ "id": id }))
+        }),
+        "auth.get_token_for_user" => admin_only(ctx, endpoint).and_then(|()| {
+            let id = req.str("user")?;
+            let Some(identity) = ctx.auth.user(id) else {
+                return Err(ApiError::new(400, 10, format!("Invalid user id: id={id}")));
+            };
+            let caller = req
+                .caller
+                .clone()
+                .map(|c| crate::auth::Caller { identity, ..c });
+            let token = ctx.auth.issue(caller.as_ref())?;
+            Ok(json!({ "token": token }))
+        }),
         _ => return None,
     };
     Some(r)
+}
+
+/// Endpoints for administrators only (admin or a system role): refused with 403 otherwise.
+fn admin_only(ctx: &Ctx, endpoint: &str) -> Result<(), ApiError> {
+    let role = ctx.identity().role;
+    if crate::auth::may_impersonate(&role) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        0,
+        format!(
+            "Forbidden (role not allowed): {endpoint} needs an admin, the caller's role is {role}"
+        ),
+    ))
 }
 
 /// A context over a fresh database in a temporary folder, for unit tests.

@@ -54,11 +54,13 @@ pub struct Claims {
     pub login_iat: Option<i64>,
 }
 
-/// Who made a call: the key, and when it logged in.
+/// Who made a call: the key, when it logged in, and as whom the call acts (the key's user,
+/// or the user an admin impersonates with `X-Clearml-Impersonate-As`).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub access_key: Option<String>,
     pub login_iat: i64,
+    pub identity: Identity,
 }
 
 /// A key pair that may log in.
@@ -68,6 +70,23 @@ pub struct Credential {
     pub secret_key: String,
 }
 
+/// A user made by `auth.create_user` (the server's own user is not in this list), and the
+/// access keys that are theirs (any other key is the server's own user's, the administrator's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// The roles that may impersonate other users and ask for their tokens, as on the real server
+/// (its system roles and `admin`).
+pub fn may_impersonate(role: &str) -> bool {
+    matches!(role, "admin" | "root" | "system")
+}
+
 #[derive(Clone)]
 pub struct Auth {
     secret: Vec<u8>,
@@ -75,7 +94,18 @@ pub struct Auth {
     credentials: std::sync::Arc<std::sync::RwLock<Vec<Credential>>>,
     /// When a key was last revoked (seconds; 0: never).
     revoked_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The server's own user: its keys are the administrator's.
     pub identity: Identity,
+    users: std::sync::Arc<std::sync::RwLock<Vec<User>>>,
+}
+
+/// The stored users.
+pub(crate) fn stored_users(tx: &crate::store::Tx<'_>) -> Result<Vec<User>, ApiError> {
+    match tx.meta("users")? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| ApiError::internal(format!("stored users: {e}"))),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The stored key pairs.
@@ -150,6 +180,7 @@ impl Auth {
                 }
             };
             let mut credentials = stored_credentials(tx)?;
+            let users = stored_users(tx)?;
             let revoked_at = stored_revoked_at(tx)?;
             if let Some(c) = extra {
                 if !credentials.iter().any(|x| x.access_key == c.access_key) {
@@ -169,10 +200,11 @@ impl Auth {
                 secret: secret.into_bytes(),
                 credentials: std::sync::Arc::new(std::sync::RwLock::new(credentials)),
                 revoked_at: std::sync::Arc::new(revoked_at.into()),
+                users: std::sync::Arc::new(std::sync::RwLock::new(users)),
                 identity: Identity {
                     user,
                     company,
-                    role: "user".into(),
+                    role: "admin".into(),
                     user_name: "clearml-agent".into(),
                     company_name: "clearml".into(),
                 },
@@ -196,11 +228,138 @@ impl Auth {
             .push(c);
     }
 
+    /// Every user: the server's own, then those made by `auth.create_user`.
+    pub fn users(&self) -> Vec<Identity> {
+        let mut out = vec![self.identity.clone()];
+        out.extend(
+            self.users
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|u| self.identity_of(u)),
+        );
+        out
+    }
+
+    fn identity_of(&self, u: &User) -> Identity {
+        Identity {
+            user: u.id.clone(),
+            company: self.identity.company.clone(),
+            role: u.role.clone(),
+            user_name: u.name.clone(),
+            company_name: self.identity.company_name.clone(),
+        }
+    }
+
+    /// The identity of user `id`, if there is such a user.
+    pub fn user(&self, id: &str) -> Option<Identity> {
+        self.users().into_iter().find(|i| i.user == id)
+    }
+
+    /// Stores a new user and knows it from now on; returns its id.
+    pub fn create_user(
+        &self,
+        tx: &mut crate::store::Tx<'_>,
+        name: &str,
+        role: &str,
+    ) -> Result<String, ApiError> {
+        let mut all = stored_users(tx)?;
+        let user = User {
+            id: crate::req::new_id(),
+            name: name.to_string(),
+            role: role.to_string(),
+            keys: Vec::new(),
+        };
+        all.push(user.clone());
+        let text = serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
+        tx.set_meta("users", &text)?;
+        let id = user.id.clone();
+        self.users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(user);
+        Ok(id)
+    }
+
+    /// Records that `access_key` belongs to user `id` (not the server's own user: nothing to
+    /// record for it).
+    pub fn give_key(
+        &self,
+        tx: &mut crate::store::Tx<'_>,
+        id: &str,
+        access_key: &str,
+    ) -> Result<(), ApiError> {
+        if id == self.identity.user {
+            return Ok(());
+        }
+        let mut all = stored_users(tx)?;
+        let Some(u) = all.iter_mut().find(|u| u.id == id) else {
+            return Err(ApiError::internal(format!("no user {id}")));
+        };
+        u.keys.push(access_key.to_string());
+        let text = serde_json::to_string(&all).map_err(|e| ApiError::internal(e.to_string()))?;
+        tx.set_meta("users", &text)?;
+        *self
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = all;
+        Ok(())
+    }
+
+    /// Whether the current caller (`identity`) may see or revoke `access_key`: an admin any
+    /// key, a user only their own.
+    pub fn may_manage_key(&self, identity: &Identity, access_key: &str) -> bool {
+        may_impersonate(&identity.role) || self.identity_of_key(access_key).user == identity.user
+    }
+
+    /// As whom a key acts: the user it was given to, else the server's own user.
+    pub(crate) fn identity_of_key(&self, access_key: &str) -> Identity {
+        self.users
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|u| u.keys.iter().any(|k| k == access_key))
+            .map_or_else(|| self.identity.clone(), |u| self.identity_of(u))
+    }
+
+    /// `X-Clearml-Impersonate-As`: the call acts as user `id`, with that user's identity and
+    /// role, if the caller may impersonate (the real server's rule: admin or a system role).
+    /// Refused as the real server does: 400, subcode 6 (impersonation error).
+    pub fn impersonate(&self, caller: Caller, id: &str) -> Result<Caller, ApiError> {
+        if !may_impersonate(&caller.identity.role) {
+            return Err(ApiError::new(
+                400,
+                6,
+                format!(
+                    "Impersonation error: impersonation not allowed (role={})",
+                    caller.identity.role
+                ),
+            ));
+        }
+        let Some(identity) = self.user(id) else {
+            return Err(ApiError::new(
+                400,
+                6,
+                format!("Impersonation error: unknown user (id={id})"),
+            ));
+        };
+        Ok(Caller { identity, ..caller })
+    }
+
     /// Re-reads the key list and the last revocation time (another process may have changed
     /// them: `server keys revoke`).
     pub fn reload(&self, store: &Store) -> Result<(), ApiError> {
-        let (credentials, revoked_at) =
-            store.write(|tx| Ok((stored_credentials(tx)?, stored_revoked_at(tx)?)))?;
+        let (credentials, revoked_at, users) = store.write(|tx| {
+            Ok((
+                stored_credentials(tx)?,
+                stored_revoked_at(tx)?,
+                stored_users(tx)?,
+            ))
+        })?;
+        *self
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = users;
         *self
             .credentials
             .write()
@@ -230,13 +389,13 @@ impl Auth {
             .any(|c| c.access_key == access_key)
     }
 
-    /// A new token for the identity, for `caller` (`None`: a token with no key behind it,
-    /// for tests).
+    /// A new token for `caller`, as whom it acts (`None`: a token of the server's own user
+    /// with no key behind it, for tests).
     pub fn issue(&self, caller: Option<&Caller>) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let login_iat = caller.map_or(now, |c| c.login_iat.min(now));
         let claims = Claims {
-            identity: self.identity.clone(),
+            identity: caller.map_or_else(|| self.identity.clone(), |c| c.identity.clone()),
             iat: now,
             exp: login_iat + TOKEN_SECONDS,
             session_id: crate::req::new_id(),
@@ -293,6 +452,7 @@ impl Auth {
             return self.verify(token.trim()).map(|c| Caller {
                 login_iat: c.login_iat.unwrap_or(c.iat),
                 access_key: c.access_key,
+                identity: c.identity,
             });
         }
         if let Some(b64) = h.strip_prefix("Basic ") {
@@ -306,16 +466,17 @@ impl Auth {
             let (key, secret) = decoded.split_once(':').ok_or_else(|| {
                 ApiError::unauthorized(21, "Bad credentials (malformed basic header)")
             })?;
-            if self
+            let known = self
                 .credentials
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
-                .any(|c| c.access_key == key && constant_eq(&c.secret_key, secret))
-            {
+                .any(|c| c.access_key == key && constant_eq(&c.secret_key, secret));
+            if known {
                 return Ok(Caller {
                     access_key: Some(key.to_string()),
                     login_iat: chrono::Utc::now().timestamp(),
+                    identity: self.identity_of_key(key),
                 });
             }
             return Err(ApiError::unauthorized(22, "Invalid credentials"));

@@ -266,7 +266,20 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .or_else(|| cookie_token(&parts.headers).map(|t| format!("Bearer {t}")));
-        match ctx.auth.check_header(auth.as_deref()) {
+        let impersonate = parts
+            .headers
+            .get("x-clearml-impersonate-as")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let checked = ctx
+            .auth
+            .check_header(auth.as_deref())
+            .and_then(|c| match impersonate {
+                Some(id) => ctx.auth.impersonate(c, id),
+                None => Ok(c),
+            });
+        match checked {
             Ok(c) => caller = Some(c),
             Err(e) => return envelope(&endpoint, &version, Err(e)),
         }

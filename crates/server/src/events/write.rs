@@ -261,7 +261,7 @@ pub(super) fn add_events(
             if let Some(aggs) = scalars.get(owner) {
                 merge_last_metrics(&mut doc, aggs);
             }
-            touch_owner(&mut doc, ctx.user(), !owner.0);
+            touch_owner(&mut doc, &ctx.user(), !owner.0);
             tx.put(if owner.0 { "models" } else { "tasks" }, &owner.1, &doc)?;
         }
 

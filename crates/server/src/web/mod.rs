@@ -156,6 +156,7 @@ impl Web {
         self.live_session(headers, |_, s| crate::auth::Caller {
             access_key: Some(s.access_key.clone()),
             login_iat: s.created,
+            identity: self.ctx.auth.identity_of_key(&s.access_key),
         })
     }
 

@@ -118,11 +118,9 @@ pub(super) fn queue_names(db: &Db) -> Result<HashMap<String, String>, PageError>
 }
 
 pub(super) fn user_name(ctx: &Ctx, id: &str) -> String {
-    if id == ctx.auth.identity.user {
-        ctx.auth.identity.user_name.clone()
-    } else {
-        id.to_string()
-    }
+    ctx.auth
+        .user(id)
+        .map_or_else(|| id.to_string(), |u| u.user_name)
 }
 
 pub(super) fn task_href(pid: &str, tid: &str, tab: &str) -> String {
