@@ -917,6 +917,8 @@ fn podman_containers(task: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+}
+
 const OWNER_MAIN: &str = "import json, os, urllib.request\n\
 print('agent key in the task:', os.environ.get('CLEARML_API_ACCESS_KEY', 'none'))\n\
 conf = open(os.environ['CLEARML_CONFIG_FILE']).read()\n\
