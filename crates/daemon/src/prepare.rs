@@ -831,6 +831,28 @@ fn restore_env(
         progress,
         &format!("::: Using Cached environment {short} :::"),
     );
+    // The slot's folder may hold this very environment from the last task, untouched.
+    match cache.reuse(&key, venv_dir, progress) {
+        Ok(Some(r)) => {
+            say(
+                progress,
+                &format!(
+                    "Reusing {} as it is (checked in {:.3}s)",
+                    venv_dir.display(),
+                    r.elapsed.as_secs_f64()
+                ),
+            );
+            return Ok(Some(r));
+        }
+        Ok(None) => {}
+        Err(e) => say(
+            progress,
+            &format!(
+                "Warning: cannot check {} for reuse: {e}",
+                venv_dir.display()
+            ),
+        ),
+    }
     // Only the venv folder: task_repository/ and code/ are its siblings.
     if venv_dir.exists() {
         std::fs::remove_dir_all(venv_dir)
