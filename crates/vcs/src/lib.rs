@@ -39,6 +39,7 @@ mod cache;
 mod diff;
 mod git;
 mod local;
+mod reuse;
 mod submodules;
 mod url;
 
@@ -459,6 +460,9 @@ pub fn checkout(
         reporter,
         secrets(settings, &spec.url),
     );
+    if let Some(info) = reuse::reuse_work_tree(&git, &remote, &want, dest) {
+        return Ok(info);
+    }
     prepare_dest(dest)?;
     let cached = if settings.cache_enabled {
         via_cache(settings, &git, &remote, &want, dest)?
