@@ -187,6 +187,9 @@ impl PrepareSettings {
     }
 }
 
+/// Where interpreter probes are remembered (in the tools folder, beside uv).
+const PROBE_CACHE: &str = "python-probes.tsv";
+
 /// Clones, builds and works out the command; does not touch the task on the server. The
 /// steps are public so docker mode can run them apart: [`prepare_code`],
 /// [`prepare_environment`], [`command_line`], [`task_variables`] and [`venv_variables`].
@@ -213,9 +216,14 @@ pub fn prepare(
     let probe = (info.needs_python_env() && prebuilt.is_none()).then(|| {
         let requested = requested_python(&info, opts);
         let configured = settings.agent.python_binary.clone();
+        let remembered = settings.tools_dir.join(PROBE_CACHE);
         std::thread::spawn(move || {
             let started = Instant::now();
-            let found = clearml_pyenv::find_python(requested.as_deref(), configured.as_deref());
+            let found = clearml_pyenv::find_python_remembered(
+                requested.as_deref(),
+                configured.as_deref(),
+                Some(&remembered),
+            );
             (found, started.elapsed())
         })
     });
@@ -463,9 +471,10 @@ fn environment(
         Some((found, took)) => (found?, took),
         None => {
             let started = Instant::now();
-            let found = clearml_pyenv::find_python(
+            let found = clearml_pyenv::find_python_remembered(
                 requested.as_deref(),
                 settings.agent.python_binary.as_deref(),
+                Some(&settings.tools_dir.join(PROBE_CACHE)),
             )?;
             (found, started.elapsed())
         }
