@@ -185,6 +185,14 @@ fn second_identical_task_restores_the_environment_from_the_cache() {
     assert!(log2.contains(&format!("prefix {venvs}")), "{log2}");
     assert_eq!(s.entries(), 1);
 
+    // The next identical task finds the slot's folder as the restore left it (the task only
+    // added bytecode): reused as it is, nothing linked again.
+    let again = s.create(&work, "again");
+    let log_again = s.execute(&again);
+    assert!(log_again.contains("six version 1.16.0"), "{log_again}");
+    assert!(log_again.contains(" as it is (checked in "), "{log_again}");
+    assert!(!log_again.contains("files linked"), "{log_again}");
+
     // A changed requirement is a different environment.
     std::fs::write(work.join("requirements.txt"), "six==1.15.0\n").expect("write");
     git(&work, &["commit", "-q", "-am", "older six"]);
