@@ -909,14 +909,19 @@ fn store_env(
     let key = clearml_envcache::cache_key(inputs);
     let short = clearml_envcache::short(&key);
     match cache.store(&key, &built.venv_dir, inputs, &built.frozen, progress) {
-        Ok(clearml_envcache::Stored::Added(m)) => say(
-            progress,
-            &format!(
-                "::: Stored environment {short} in the venv cache ({} files, {:.1} MB) :::",
-                m.files,
-                m.size as f64 / 1e6
-            ),
-        ),
+        Ok(clearml_envcache::Stored::Added(m)) => {
+            say(
+                progress,
+                &format!(
+                    "::: Stored environment {short} in the venv cache ({} files, {:.1} MB) :::",
+                    m.files,
+                    m.size as f64 / 1e6
+                ),
+            );
+            // The next task of this slot with the same requirements can take the folder as
+            // it is.
+            cache.mark_reusable(&m, &built.venv_dir);
+        }
         Ok(clearml_envcache::Stored::AlreadyPresent) => {
             say(
                 progress,

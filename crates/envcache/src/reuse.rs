@@ -128,6 +128,49 @@ impl EnvCache {
     }
 }
 
+impl EnvCache {
+    /// Records the folder an entry was just stored from (`Stored::Added`) as reusable: its
+    /// files are the entry's own (hardlinked) and it sits at the path the entry was built
+    /// for, so it is exactly what a restore there would make. Best effort, like the record
+    /// of a restore.
+    pub fn mark_reusable(&self, manifest: &crate::Manifest, venv_dir: &Path) {
+        let mut items = HashMap::new();
+        if record(venv_dir, Path::new(""), &mut items).is_none() {
+            return;
+        }
+        let marker = Marker {
+            key: manifest.key.clone(),
+            sealed_at_ns: manifest.sealed_at_ns,
+            items,
+        };
+        let _ = marker.write(venv_dir);
+    }
+}
+
+/// Everything under `dir`, as a restore records it; `None` on any unreadable item.
+fn record(dir: &Path, rel: &Path, items: &mut HashMap<String, Item>) -> Option<()> {
+    for item in fs::read_dir(dir).ok()? {
+        let item = item.ok()?;
+        let r = rel.join(item.file_name());
+        let path = item.path();
+        let meta = fs::symlink_metadata(&path).ok()?;
+        let ft = meta.file_type();
+        let recorded = if ft.is_dir() {
+            record(&path, &r, items)?;
+            Item::Dir
+        } else if ft.is_symlink() {
+            Item::Link(fs::read_link(&path).ok()?.to_str()?.to_string())
+        } else if ft.is_file() {
+            Item::file(&meta)
+        } else {
+            // Not something a store keeps: such a folder is never reused.
+            return None;
+        };
+        items.insert(r.to_str()?.to_string(), recorded);
+    }
+    Some(())
+}
+
 /// Whether the tree under `dir` holds exactly the recorded items (new bytecode aside);
 /// counts the recorded items met in `seen`.
 fn unchanged(dir: &Path, rel: &Path, items: &HashMap<String, Item>, seen: &mut usize) -> bool {

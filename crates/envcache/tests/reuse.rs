@@ -220,3 +220,33 @@ fn an_entry_stored_again_under_the_same_key_is_not_reused() {
             .is_none()
     );
 }
+
+#[test]
+fn the_folder_an_entry_was_stored_from_is_reusable_until_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cache(&tmp.path().join("cache"));
+    let reqs = ["pkg==1"];
+    let key = cache_key(&inputs(&reqs));
+    let build = tmp.path().join("slot/3.11");
+    fake_venv(&build, &key);
+    // Not marked: never reused.
+    assert!(c.reuse(&key, &build, &NullReporter).unwrap().is_none());
+    let stored = c
+        .store(&key, &build, &inputs(&reqs), &[], &NullReporter)
+        .unwrap();
+    let clearml_envcache::Stored::Added(m) = stored else {
+        panic!("not stored: {stored:?}");
+    };
+    c.mark_reusable(&m, &build);
+    let r = c.reuse(&key, &build, &NullReporter).unwrap();
+    assert!(r.is_some_and(|r| r.reused));
+    // What the task runs with is what a restore there would give: the same files.
+    let restored = tmp.path().join("elsewhere/3.11");
+    c.restore(&key, &restored, &NullReporter).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(build.join("lib/site-packages/pkg/__init__.py")).unwrap(),
+        std::fs::read_to_string(restored.join("lib/site-packages/pkg/__init__.py")).unwrap()
+    );
+    std::fs::write(build.join("lib/site-packages/added.py"), "").unwrap();
+    assert!(c.reuse(&key, &build, &NullReporter).unwrap().is_none());
+}
