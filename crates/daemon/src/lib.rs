@@ -40,6 +40,7 @@ mod identity;
 mod inner_config;
 mod monitor;
 mod prepare;
+mod prepare_cache;
 mod process;
 mod procinfo;
 mod queues;
