@@ -18,6 +18,10 @@
 //!   `.pyc` files also hold the old path but CPython fixes `co_filename` on load, so they stay
 //!   linked. Files are only copied when linking fails across file systems ([`std::fs::copy`],
 //!   which reflinks where the file system can).
+//! * **Reuse in place** ([`EnvCache::reuse`], `reuse.rs`): a restore (and a store, for the
+//!   folder it stored from) leaves a record of what it made in the target; when the next task
+//!   of the slot wants the same entry and a walk finds the folder unchanged (new bytecode
+//!   aside), it runs in it as it is, with no clearing and no linking.
 //! * **Protection**: stored files are made read-only, so a task running as a normal user cannot
 //!   write through its hardlinks into the store; installers (pip, uv) unlink and recreate files,
 //!   which leaves the store alone. Root ignores file modes, so every entry also records when it
