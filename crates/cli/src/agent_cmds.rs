@@ -286,6 +286,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The daemon's runtime: one thread. It only waits (on the queue, on its children's pipes,
+/// on timers), and every worker thread costs resident memory (its stack pages and a malloc
+/// arena) for as long as the daemon idles.
+fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn code(n: i32) -> ExitCode {
     ExitCode::from(u8::try_from(n.rem_euclid(256)).unwrap_or(1))
 }
@@ -364,7 +374,7 @@ pub fn daemon(
         dynamic_gpus,
         use_owner_token: args.use_owner_token,
     };
-    let n = runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
+    let n = daemon_runtime()?.block_on(clearml_daemon::run_daemon(&config, options, &Lines))?;
     Ok(code(n))
 }
 

@@ -185,6 +185,39 @@ fn second_identical_task_restores_the_environment_from_the_cache() {
     assert!(log2.contains(&format!("prefix {venvs}")), "{log2}");
     assert_eq!(s.entries(), 1);
 
+    // The slot's folder is the one the entry was stored from, untouched (the task only added
+    // bytecode): taken as it is, nothing linked.
+    assert!(log2.contains(" as it is (checked in "), "{log2}");
+    assert!(!log2.contains("files linked"), "{log2}");
+
+    // Something changed the folder (a package installed by hand): restored afresh.
+    let venv = std::fs::read_dir(s.dir.path().join("venvs"))
+        .expect("venvs")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("pyvenv.cfg").is_file())
+        .expect("the slot's venv");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .expect("lib")
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("site-packages");
+    std::fs::write(site.join("stray.py"), "").expect("write");
+    let again = s.create(&work, "again");
+    let log_again = s.execute(&again);
+    assert!(log_again.contains("six version 1.16.0"), "{log_again}");
+    assert!(
+        log_again.contains("changed since it was restored"),
+        "{log_again}"
+    );
+    assert!(log_again.contains("files linked"), "{log_again}");
+    assert!(!site.join("stray.py").exists());
+    // And the restored folder is reusable in turn.
+    let last = s.create(&work, "last");
+    let log_last = s.execute(&last);
+    assert!(log_last.contains(" as it is (checked in "), "{log_last}");
+
     // A changed requirement is a different environment.
     std::fs::write(work.join("requirements.txt"), "six==1.15.0\n").expect("write");
     git(&work, &["commit", "-q", "-am", "older six"]);

@@ -41,6 +41,7 @@ mod inner_config;
 mod monitor;
 mod owner;
 mod prepare;
+mod prepare_cache;
 mod process;
 mod procinfo;
 mod queues;

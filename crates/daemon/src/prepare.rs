@@ -22,6 +22,7 @@ use std::time::Instant;
 use clearml_config::{AgentSettings, Config, PackageManagerKind};
 use serde_json::Value;
 
+use crate::prepare_cache::{env_cache_key, restore_env, store_env};
 use crate::task::{ExecutionInfo, Interpreter};
 
 use clearml_progress::Reporter;
@@ -62,7 +63,7 @@ impl PrepareError {
     }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PrepareError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PrepareError {
     let what = what.into();
     move |source| PrepareError::Io { what, source }
 }
@@ -187,6 +188,9 @@ impl PrepareSettings {
     }
 }
 
+/// Where interpreter probes are remembered (in the tools folder, beside uv).
+const PROBE_CACHE: &str = "python-probes.tsv";
+
 /// Clones, builds and works out the command; does not touch the task on the server. The
 /// steps are public so docker mode can run them apart: [`prepare_code`],
 /// [`prepare_environment`], [`command_line`], [`task_variables`] and [`venv_variables`].
@@ -213,9 +217,14 @@ pub fn prepare(
     let probe = (info.needs_python_env() && prebuilt.is_none()).then(|| {
         let requested = requested_python(&info, opts);
         let configured = settings.agent.python_binary.clone();
+        let remembered = settings.tools_dir.join(PROBE_CACHE);
         std::thread::spawn(move || {
             let started = Instant::now();
-            let found = clearml_pyenv::find_python(requested.as_deref(), configured.as_deref());
+            let found = clearml_pyenv::find_python_remembered(
+                requested.as_deref(),
+                configured.as_deref(),
+                Some(&remembered),
+            );
             (found, started.elapsed())
         })
     });
@@ -463,9 +472,10 @@ fn environment(
         Some((found, took)) => (found?, took),
         None => {
             let started = Instant::now();
-            let found = clearml_pyenv::find_python(
+            let found = clearml_pyenv::find_python_remembered(
                 requested.as_deref(),
                 settings.agent.python_binary.as_deref(),
+                Some(&settings.tools_dir.join(PROBE_CACHE)),
             )?;
             (found, started.elapsed())
         }
@@ -715,7 +725,7 @@ pub fn venv_variables(venv_dir: &Path) -> Vec<(String, Option<String>)> {
     ]
 }
 
-fn say(progress: &dyn Reporter, text: &str) {
+pub(crate) fn say(progress: &dyn Reporter, text: &str) {
     progress.line(text);
 }
 
@@ -728,183 +738,6 @@ fn say_ready(progress: &dyn Reporter, started: Instant, how: &str) {
             started.elapsed().as_secs_f64()
         ),
     );
-}
-
-/// The cache inputs of `spec`, or `None` (said why) when it must not be cached.
-fn env_cache_key(
-    spec: &clearml_pyenv::EnvSpec,
-    python_full_version: &str,
-    code_root: &Path,
-    settings: &PrepareSettings,
-    progress: &dyn Reporter,
-) -> Option<clearml_envcache::KeyInputs> {
-    let (uv, pip) = (clearml_pyenv::Manager::Uv, clearml_pyenv::Manager::Pip);
-    if spec.manager != uv && spec.manager != pip {
-        say(
-            progress,
-            &format!(
-                "::: Not using the venv cache: the {} manager installs from the project :::",
-                spec.manager.as_str()
-            ),
-        );
-        return None;
-    }
-    // A lock file can switch the build to `uv sync`/poetry, which install from files the
-    // requirement set does not cover.
-    if let Some(lock) = ["uv.lock", "poetry.lock"]
-        .into_iter()
-        .find(|f| code_root.join(f).is_file())
-    {
-        say(
-            progress,
-            &format!("::: Not using the venv cache: the repository has a {lock} :::"),
-        );
-        return None;
-    }
-    let set = match &spec.requirements {
-        clearml_pyenv::Requirements::Text(text) => {
-            clearml_envcache::normalise_text(text, spec.base_dir.as_deref())
-        }
-        clearml_pyenv::Requirements::Files(files) => clearml_envcache::normalise_files(files),
-        clearml_pyenv::Requirements::None => Ok(Ok(Vec::new())),
-        _ => Ok(Err(clearml_envcache::Uncacheable(
-            "the project itself is installed".into(),
-        ))),
-    };
-    let requirements = match set {
-        Ok(Ok(set)) => set,
-        Ok(Err(why)) => {
-            say(
-                progress,
-                &format!("::: Not using the venv cache: {} :::", why.0),
-            );
-            return None;
-        }
-        // The build reports the real problem (a missing -r file) properly.
-        Err(_) => return None,
-    };
-    // Every build option (upgrade, pip version, priority packages, torch settings, ...) goes
-    // into the key through the spec's own description, with the per-machine paths and the
-    // requirements (hashed by content above) blanked, so an option added to the spec later
-    // can never be forgotten here.
-    let mut shape = spec.clone();
-    shape.venv_dir = PathBuf::new();
-    shape.tools_dir = PathBuf::new();
-    shape.python_binary = None;
-    shape.uv_binary = None;
-    shape.uv_cache_dir = None;
-    shape.pip_cache_dir = None;
-    shape.base_dir = None;
-    // the code folder: one per task in services mode, so keeping it would never share an env
-    shape.project_dir = None;
-    shape.requirements = clearml_pyenv::Requirements::None;
-    let install_flags = vec![format!("{shape:?}")];
-    Some(clearml_envcache::KeyInputs {
-        python_version: python_full_version.to_string(),
-        package_manager: spec.manager.as_str().to_string(),
-        requirements,
-        index_urls: spec.extra_index_urls.clone(),
-        install_flags,
-        cuda_version: settings.cuda_version.clone(),
-        // The agent builds on the host; inside a container the image's python version is
-        // already part of the key.
-        docker_image: None,
-        system_site_packages: spec.system_site_packages,
-    })
-}
-
-/// A restore into `venv_dir` (cleared first), or `None` on a miss.
-fn restore_env(
-    cache: &clearml_envcache::EnvCache,
-    inputs: &clearml_envcache::KeyInputs,
-    venv_dir: &Path,
-    progress: &dyn Reporter,
-) -> Result<Option<clearml_envcache::Restored>, PrepareError> {
-    let key = clearml_envcache::cache_key(inputs);
-    let short = clearml_envcache::short(&key);
-    if !cache.contains(&key) {
-        say(
-            progress,
-            &format!("::: Python environment cache miss {short} :::"),
-        );
-        return Ok(None);
-    }
-    say(
-        progress,
-        &format!("::: Using Cached environment {short} :::"),
-    );
-    // Only the venv folder: task_repository/ and code/ are its siblings.
-    if venv_dir.exists() {
-        std::fs::remove_dir_all(venv_dir)
-            .map_err(io(format!("cannot clear {}", venv_dir.display())))?;
-    }
-    match cache.restore(&key, venv_dir, progress) {
-        Ok(Some(r)) => {
-            say(
-                progress,
-                &format!(
-                    "Restored {} in {:.3}s: {} files linked, {} rewritten, {} copied",
-                    venv_dir.display(),
-                    r.elapsed.as_secs_f64(),
-                    r.linked,
-                    r.rewritten,
-                    r.copied
-                ),
-            );
-            Ok(Some(r))
-        }
-        Ok(None) => {
-            say(progress, "The cached environment is gone; building instead");
-            Ok(None)
-        }
-        Err(e) => {
-            say(
-                progress,
-                &format!(
-                    "Warning: restoring the cached environment failed ({e}); building instead"
-                ),
-            );
-            let _ = std::fs::remove_dir_all(venv_dir);
-            Ok(None)
-        }
-    }
-}
-
-/// Adds a freshly built environment to the cache; failures only warn.
-fn store_env(
-    cache: &clearml_envcache::EnvCache,
-    inputs: &clearml_envcache::KeyInputs,
-    built: &clearml_pyenv::BuiltEnv,
-    progress: &dyn Reporter,
-) {
-    let key = clearml_envcache::cache_key(inputs);
-    let short = clearml_envcache::short(&key);
-    match cache.store(&key, &built.venv_dir, inputs, &built.frozen, progress) {
-        Ok(clearml_envcache::Stored::Added(m)) => say(
-            progress,
-            &format!(
-                "::: Stored environment {short} in the venv cache ({} files, {:.1} MB) :::",
-                m.files,
-                m.size as f64 / 1e6
-            ),
-        ),
-        Ok(clearml_envcache::Stored::AlreadyPresent) => {
-            say(
-                progress,
-                &format!("::: Environment {short} is already cached :::"),
-            );
-        }
-        Ok(clearml_envcache::Stored::Skipped(why)) => {
-            say(
-                progress,
-                &format!("::: Environment {short} not cached: {why} :::"),
-            );
-        }
-        Err(e) => say(
-            progress,
-            &format!("Warning: caching the environment failed: {e}"),
-        ),
-    }
 }
 
 /// `3.11` of `3.11.7`.

@@ -18,6 +18,10 @@
 //!   `.pyc` files also hold the old path but CPython fixes `co_filename` on load, so they stay
 //!   linked. Files are only copied when linking fails across file systems ([`std::fs::copy`],
 //!   which reflinks where the file system can).
+//! * **Reuse in place** ([`EnvCache::reuse`], `reuse.rs`): a restore (and a store, for the
+//!   folder it stored from) leaves a record of what it made in the target; when the next task
+//!   of the slot wants the same entry and a walk finds the folder unchanged (new bytecode
+//!   aside), it runs in it as it is, with no clearing and no linking.
 //! * **Protection**: stored files are made read-only, so a task running as a normal user cannot
 //!   write through its hardlinks into the store; installers (pip, uv) unlink and recreate files,
 //!   which leaves the store alone. Root ignores file modes, so every entry also records when it
@@ -33,6 +37,7 @@
 //!   `free_space_threshold` (statvfs). When space stays short, the new entry is not stored.
 
 mod key;
+mod reuse;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -45,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use key::{KeyInputs, Uncacheable, cache_key, normalise_files, normalise_text};
+pub use reuse::MARKER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -142,6 +148,9 @@ pub struct Restored {
     pub rewritten: u64,
     /// Files copied because linking was impossible (another file system).
     pub copied: u64,
+    /// The target already held this very environment, unchanged: nothing was done
+    /// ([`EnvCache::reuse`]).
+    pub reused: bool,
     pub elapsed: Duration,
 }
 
@@ -256,6 +265,7 @@ impl EnvCache {
             linked: 0,
             rewritten: 0,
             copied: 0,
+            made: Default::default(),
         };
         let result = job.tree(&entry.join(VENV), target, Path::new(""));
         drop(entry_lock);
@@ -278,6 +288,16 @@ impl EnvCache {
                 return Err(e);
             }
         }
+        // The record that lets the next task of this slot reuse the folder as it is; without
+        // it the next one restores again, so a failure costs nothing else.
+        let marker = reuse::Marker {
+            key: key.to_string(),
+            sealed_at_ns: manifest.sealed_at_ns,
+            items: std::mem::take(&mut job.made),
+        };
+        if let Err(e) = marker.write(target) {
+            reporter.line(&format!("Warning: {e}"));
+        }
         let mut manifest = manifest;
         manifest.last_used_ms = now_ms();
         // Best effort: a lost update only makes the entry look older to eviction.
@@ -291,6 +311,7 @@ impl EnvCache {
             linked: job.linked,
             rewritten: job.rewritten,
             copied: job.copied,
+            reused: false,
             elapsed: started.elapsed(),
         }))
     }
@@ -660,9 +681,17 @@ struct RestoreJob {
     linked: u64,
     rewritten: u64,
     copied: u64,
+    /// What was made, by relative path, for [`reuse::Marker`].
+    made: std::collections::HashMap<String, reuse::Item>,
 }
 
 impl RestoreJob {
+    fn record(&mut self, rel: &Path, item: reuse::Item) {
+        if let Some(r) = rel.to_str() {
+            self.made.insert(r.to_string(), item);
+        }
+    }
+
     /// `Ok(false)` when a stored file was modified after sealing.
     fn tree(&mut self, src: &Path, dst: &Path, rel: &Path) -> Result<bool, CacheError> {
         fs::create_dir_all(dst).map_err(|e| CacheError::io("creating", dst, e))?;
@@ -677,6 +706,7 @@ impl RestoreJob {
                 if !self.tree(&s, &d, &r)? {
                     return Ok(false);
                 }
+                self.record(&r, reuse::Item::Dir);
             } else if ft.is_symlink() {
                 let to = fs::read_link(&s).map_err(|e| CacheError::io("reading", &s, e))?;
                 let to_s = to.display().to_string();
@@ -687,6 +717,7 @@ impl RestoreJob {
                 };
                 std::os::unix::fs::symlink(&to, &d)
                     .map_err(|e| CacheError::io("linking", &d, e))?;
+                self.record(&r, reuse::Item::Link(to.display().to_string()));
             } else if ft.is_file() {
                 let mtime_ns = (meta.mtime() as i128) * 1_000_000_000 + meta.mtime_nsec() as i128;
                 if mtime_ns > self.sealed_at_ns as i128 {
@@ -701,10 +732,18 @@ impl RestoreJob {
                     fs::set_permissions(&d, fs::Permissions::from_mode(mode))
                         .map_err(|e| CacheError::io("writing", &d, e))?;
                     self.rewritten += 1;
+                    let written =
+                        fs::symlink_metadata(&d).map_err(|e| CacheError::io("reading", &d, e))?;
+                    self.record(&r, reuse::Item::file(&written));
                 } else if link_or_copy(&s, &d)? {
                     self.linked += 1;
+                    // The same inode as the stored file.
+                    self.record(&r, reuse::Item::file(&meta));
                 } else {
                     self.copied += 1;
+                    let copy =
+                        fs::symlink_metadata(&d).map_err(|e| CacheError::io("reading", &d, e))?;
+                    self.record(&r, reuse::Item::file(&copy));
                 }
             }
         }

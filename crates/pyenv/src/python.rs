@@ -43,6 +43,24 @@ pub fn find_python(
     requested: Option<&str>,
     configured: Option<&Path>,
 ) -> Result<PythonInfo, EnvError> {
+    find_python_remembered(requested, configured, None)
+}
+
+/// [`find_python`], with the probes' answers remembered in `probe_cache` (a file) across
+/// runs; see `probe_cache.rs` for when a remembered answer is used.
+pub fn find_python_remembered(
+    requested: Option<&str>,
+    configured: Option<&Path>,
+    probe_cache: Option<&Path>,
+) -> Result<PythonInfo, EnvError> {
+    let probe = |exe: &Path| match probe_cache {
+        Some(file) => crate::probe_cache::lookup(file, exe).or_else(|| {
+            let found = probe(exe)?;
+            crate::probe_cache::remember(file, exe, &found.0, &found.1);
+            Some(found)
+        }),
+        None => probe(exe),
+    };
     let requested = normalize_request(requested);
     let mut tried = Vec::new();
 

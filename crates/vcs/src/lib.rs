@@ -22,6 +22,10 @@
 //!   mirror and with the credentials and URL rewrite for its own host. A submodule that fails is
 //!   reported as a warning and skipped, as in the Python agent. With the cache disabled the
 //!   clone goes straight from the remote into `dest`, and submodules come from their remotes.
+//! * **Reuse** (`reuse.rs`): when `dest` already is a working copy of the same `origin` with
+//!   the wanted full commit id checked out under the same branch name (the slot's last task
+//!   ran the same code), and it has no submodules, it is only reset (`reset --hard`,
+//!   `clean -ffdx`) instead of deleted and cloned again.
 //! * **Revision.** commit > tag > `origin/<branch>` > the remote's default branch (its HEAD),
 //!   then `master`, then `main`. A full commit id on no branch or tag is fetched by id.
 //! * **Credentials** never appear in argv, in a reported line, in an error, in a stored remote
@@ -39,6 +43,7 @@ mod cache;
 mod diff;
 mod git;
 mod local;
+mod reuse;
 mod submodules;
 mod url;
 
@@ -441,7 +446,8 @@ impl Loc<'_> {
     }
 }
 
-/// Checks out `spec` into `dest` (deleted first if it exists) and returns what was checked out.
+/// Checks out `spec` into `dest` (deleted first if it exists, unless it can be reused as it
+/// is) and returns what was checked out.
 /// See the crate documentation for the steps.
 pub fn checkout(
     settings: &VcsSettings,
@@ -459,6 +465,9 @@ pub fn checkout(
         reporter,
         secrets(settings, &spec.url),
     );
+    if let Some(info) = reuse::reuse_work_tree(&git, &remote, &want, dest) {
+        return Ok(info);
+    }
     prepare_dest(dest)?;
     let cached = if settings.cache_enabled {
         via_cache(settings, &git, &remote, &want, dest)?
