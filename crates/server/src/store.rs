@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use md5::{Digest, Md5};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
@@ -49,7 +50,13 @@ impl Store {
              );
              CREATE INDEX IF NOT EXISTS events_by_task ON events (task, type, seq);
              CREATE INDEX IF NOT EXISTS events_by_time ON events (task, type, ts);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS log_keys (
+                 task   TEXT NOT NULL,
+                 ts     INTEGER NOT NULL,
+                 digest BLOB NOT NULL,
+                 PRIMARY KEY (task, ts, digest)
+             ) WITHOUT ROWID;",
         )?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -163,34 +170,29 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Whether an event of this type with this timestamp and the same values of `fields` is
-    /// already stored: a resent batch (the reply to the first send was lost) must not add
-    /// its lines twice.
-    pub fn has_event_like(
-        &self,
+    /// Records that a log line with this timestamp and these values of `fields` was stored;
+    /// `false` when it already was. A resent batch (the reply to the first send was lost) must
+    /// not add its lines twice. One indexed row per line keeps this constant-time however many
+    /// lines share a timestamp (a burst of prints in one millisecond, or a client that sends
+    /// one timestamp for everything): comparing against every stored line of that instant was
+    /// quadratic.
+    pub fn claim_log_line(
+        &mut self,
         task: &str,
-        kind: &str,
         ts: i64,
         doc: &Doc,
         fields: &[&str],
     ) -> Result<bool, ApiError> {
-        let mut stmt = self
+        let values: Vec<Option<&Value>> = fields.iter().map(|f| doc.get(*f)).collect();
+        let text =
+            serde_json::to_string(&values).map_err(|e| ApiError::internal(e.to_string()))?;
+        let digest = Md5::digest(text.as_bytes());
+        let added = self
             .tx
-            .prepare_cached("SELECT doc FROM events WHERE task = ?1 AND type = ?2 AND ts = ?3")
+            .prepare_cached("INSERT OR IGNORE INTO log_keys (task, ts, digest) VALUES (?1, ?2, ?3)")
+            .and_then(|mut stmt| stmt.execute(params![task, ts, digest.as_slice()]))
             .map_err(ApiError::db)?;
-        let rows = stmt
-            .query_map(params![task, kind, ts], |r| r.get::<_, String>(0))
-            .map_err(ApiError::db)?;
-        for row in rows {
-            let text = row.map_err(ApiError::db)?;
-            let Ok(other) = serde_json::from_str::<Doc>(&text) else {
-                continue;
-            };
-            if fields.iter().all(|f| other.get(*f) == doc.get(*f)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(added == 1)
     }
 
     /// Events of a task (optionally of one type), in the order they were added.
@@ -214,6 +216,9 @@ impl Tx<'_> {
     pub fn delete_events(&mut self, task: &str) -> Result<(), ApiError> {
         self.tx
             .execute("DELETE FROM events WHERE task = ?1", params![task])
+            .map_err(ApiError::db)?;
+        self.tx
+            .execute("DELETE FROM log_keys WHERE task = ?1", params![task])
             .map_err(ApiError::db)?;
         Ok(())
     }

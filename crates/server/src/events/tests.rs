@@ -157,6 +157,26 @@ fn a_resent_log_batch_is_stored_once() {
 }
 
 #[test]
+fn lines_sharing_one_timestamp_are_told_apart_by_content() {
+    let (_d, ctx) = setup();
+    put_task(&ctx, "t", "in_progress");
+    put_task(&ctx, "u", "in_progress");
+    let first: Vec<Value> = (0..50).map(|i| log("t", &format!("a{i}"), 9)).collect();
+    let second: Vec<Value> = (0..50).map(|i| log("t", &format!("b{i}"), 9)).collect();
+    ok(&ctx, "add_batch", lines(first.clone()));
+    ok(&ctx, "add_batch", lines(second));
+    // The same line in another task is that task's own.
+    ok(&ctx, "add_batch", lines(vec![log("u", "a0", 9)]));
+    ok(&ctx, "add_batch", lines(first));
+    let count = |task: &str| ctx.store.write(|tx| tx.events(task, Some("log"))).unwrap().len();
+    assert_eq!((count("t"), count("u")), (100, 1));
+    // Deleting a task's events forgets its lines: they can be stored again.
+    ctx.store.write(|tx| tx.delete_events("t")).unwrap();
+    ok(&ctx, "add_batch", lines(vec![log("t", "a0", 9)]));
+    assert_eq!(count("t"), 1);
+}
+
+#[test]
 fn add_batch_refusals() {
     let (_d, ctx) = setup();
     put_task(&ctx, "pub", "published");

@@ -231,9 +231,8 @@ pub(super) fn add_events(
             );
             if p.kind == LOG
                 && !this_request.contains(&line_key)
-                && tx.has_event_like(
+                && !tx.claim_log_line(
                     &p.owner.1,
-                    LOG,
                     p.ts,
                     &p.doc,
                     &["msg", "worker", "level", "metric", "variant"],
