@@ -184,8 +184,7 @@ impl Tx<'_> {
         fields: &[&str],
     ) -> Result<bool, ApiError> {
         let values: Vec<Option<&Value>> = fields.iter().map(|f| doc.get(*f)).collect();
-        let text =
-            serde_json::to_string(&values).map_err(|e| ApiError::internal(e.to_string()))?;
+        let text = serde_json::to_string(&values).map_err(|e| ApiError::internal(e.to_string()))?;
         let digest = Md5::digest(text.as_bytes());
         let added = self
             .tx

@@ -168,7 +168,12 @@ fn lines_sharing_one_timestamp_are_told_apart_by_content() {
     // The same line in another task is that task's own.
     ok(&ctx, "add_batch", lines(vec![log("u", "a0", 9)]));
     ok(&ctx, "add_batch", lines(first));
-    let count = |task: &str| ctx.store.write(|tx| tx.events(task, Some("log"))).unwrap().len();
+    let count = |task: &str| {
+        ctx.store
+            .write(|tx| tx.events(task, Some("log")))
+            .unwrap()
+            .len()
+    };
     assert_eq!((count("t"), count("u")), (100, 1));
     // Deleting a task's events forgets its lines: they can be stored again.
     ctx.store.write(|tx| tx.delete_events("t")).unwrap();
