@@ -50,13 +50,18 @@ fn docker_ready() -> bool {
     true
 }
 
-/// Containers labelled with this worker id (all states).
+/// Docker containers (all states) with this label value.
 fn containers_of(label: &str, value: &str) -> Vec<String> {
-    let out = Command::new("docker")
+    containers_in("docker", label, value)
+}
+
+/// Containers (all states) of `engine` (docker or podman) with this label value.
+fn containers_in(engine: &str, label: &str, value: &str) -> Vec<String> {
+    let out = Command::new(engine)
         .args(["ps", "-a", "-q", "--filter"])
         .arg(format!("label={label}={value}"))
         .output()
-        .expect("docker ps");
+        .expect("ps");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)
@@ -211,6 +216,13 @@ impl Setup {
         }
     }
 
+    /// Writes a task's script into the test folder; its path, for `--script`.
+    fn script(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("script");
+        path.display().to_string()
+    }
+
     fn create(&self, args: &[&str]) -> String {
         let out = run(self
             .agent()
@@ -349,22 +361,13 @@ fn abort_and_sigterm_stop_the_container() {
         return;
     }
     let mut s = Setup::new("docker-e2e-abort");
-    let script = s.dir.path().join("sleep.py");
-    std::fs::write(
-        &script,
+    let script = s.script(
+        "sleep.py",
         "import time\nprint('sleeper started', flush=True)\ntime.sleep(600)\n",
-    )
-    .expect("script");
+    );
     let create = |s: &Setup, name: &str| {
         s.create(&[
-            "--name",
-            name,
-            "--script",
-            script.to_str().unwrap_or_default(),
-            "--docker",
-            IMAGE,
-            "--queue",
-            "default",
+            "--name", name, "--script", &script, "--docker", IMAGE, "--queue", "default",
         ])
     };
     let task = create(&s, "sleeper");
@@ -402,13 +405,12 @@ fn missing_image_fails_with_dockers_message() {
         return;
     }
     let mut s = Setup::new("docker-e2e-missing");
-    let script = s.dir.path().join("hello.py");
-    std::fs::write(&script, "print('hello')\n").expect("script");
+    let script = s.script("hello.py", "print('hello')\n");
     let task = s.create(&[
         "--name",
         "missing image",
         "--script",
-        script.to_str().unwrap_or_default(),
+        &script,
         "--docker",
         "clearml-agent-test/no-such-image:never",
         "--queue",
@@ -432,15 +434,9 @@ fn predecessor_containers_are_removed_and_their_tasks_failed() {
         return;
     }
     let mut s = Setup::new("docker-e2e-predecessor");
-    let script = s.dir.path().join("hello.py");
-    std::fs::write(&script, "print('hello')\n").expect("script");
+    let script = s.script("hello.py", "print('hello')\n");
     // A task the dead agent was running: in progress, its container still there.
-    let task = s.create(&[
-        "--name",
-        "orphan",
-        "--script",
-        script.to_str().unwrap_or_default(),
-    ]);
+    let task = s.create(&["--name", "orphan", "--script", &script]);
     s.call("tasks.started", json!({"task": task, "force": true}));
     let out = Command::new("docker")
         .args(["run", "-d", "--name"])
@@ -473,19 +469,12 @@ fn execute_docker_runs_one_task_in_the_given_image() {
         return;
     }
     let s = Setup::new("docker-e2e-execute");
-    let script = s.dir.path().join("hello.py");
-    std::fs::write(
-        &script,
+    let script = s.script(
+        "hello.py",
         "import os\nprint('hello from', os.environ['CLEARML_DOCKER_IMAGE'])\n",
-    )
-    .expect("script");
+    );
     // No image on the task: the CLI's image is used.
-    let task = s.create(&[
-        "--name",
-        "execute docker",
-        "--script",
-        script.to_str().unwrap_or_default(),
-    ]);
+    let task = s.create(&["--name", "execute docker", "--script", &script]);
     let out = s
         .agent()
         .args(["execute", "--id", &task, "--docker", IMAGE])
@@ -630,19 +619,17 @@ fn services_mode_runs_several_containers() {
         return;
     }
     let mut s = Setup::new("docker-e2e-services");
-    let script = s.dir.path().join("serve.py");
-    std::fs::write(
-        &script,
+    let script = s.script(
+        "serve.py",
         "import time\nprint('service up', flush=True)\ntime.sleep(600)\n",
-    )
-    .expect("script");
+    );
     let tasks: Vec<String> = (0..2)
         .map(|i| {
             s.create(&[
                 "--name",
                 &format!("service {i}"),
                 "--script",
-                script.to_str().unwrap_or_default(),
+                &script,
                 "--docker",
                 IMAGE,
                 "--queue",
@@ -704,14 +691,8 @@ fn an_image_older_than_the_binary_gets_the_portable_binary_or_a_clear_failure() 
         return;
     };
     let s = Setup::new("docker-e2e-old-glibc");
-    let script = s.dir.path().join("hello.py");
-    std::fs::write(&script, "print('hello from the old image')\n").expect("script");
-    let task = s.create(&[
-        "--name",
-        "old glibc",
-        "--script",
-        script.to_str().unwrap_or_default(),
-    ]);
+    let script = s.script("hello.py", "print('hello from the old image')\n");
+    let task = s.create(&["--name", "old glibc", "--script", &script]);
     let running = bin();
     let needs = clearml_docker::required_glibc(&running).expect("elf");
     let portable: Vec<clearml_docker::BinaryCandidate> =
@@ -749,12 +730,7 @@ fn an_image_older_than_the_binary_gets_the_portable_binary_or_a_clear_failure() 
 
     // With CLEARML_AGENT_DOCKER_BINARY naming a portable build, when one is given.
     if let Ok(p) = std::env::var("CLEARML_TEST_PORTABLE_BINARY") {
-        let task = s.create(&[
-            "--name",
-            "old glibc portable",
-            "--script",
-            script.to_str().unwrap_or_default(),
-        ]);
+        let task = s.create(&["--name", "old glibc portable", "--script", &script]);
         let out = s
             .agent()
             .env("CLEARML_AGENT_DOCKER_BINARY", &p)
@@ -871,32 +847,33 @@ fn podman_runs_a_task() {
     assert!(log.contains("six version 1.16.0"), "{log}");
     assert!(log.contains("greeting from podman-args"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
-    assert!(podman_containers(&task).is_empty());
+    assert!(containers_in("podman", "clearml-task-id", &task).is_empty());
 
     // Abort: podman stops the container and nothing is left.
-    let script = s.dir.path().join("sleep.py");
-    std::fs::write(
-        &script,
+    let script = s.script(
+        "sleep.py",
         "import time\nprint('sleeper started', flush=True)\ntime.sleep(600)\n",
-    )
-    .expect("script");
+    );
     let sleeper = s.create(&[
         "--name",
         "podman sleeper",
         "--script",
-        script.to_str().unwrap_or_default(),
+        &script,
         "--docker",
         IMAGE,
         "--queue",
         "default",
     ]);
     s.wait_log(&sleeper, "sleeper started", Duration::from_secs(180));
-    assert_eq!(podman_containers(&sleeper).len(), 1);
+    assert_eq!(
+        containers_in("podman", "clearml-task-id", &sleeper).len(),
+        1
+    );
     let started = Instant::now();
     s.call("tasks.stop", json!({"task": sleeper, "force": true}));
     s.wait_status(&sleeper, &["stopped"], Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !podman_containers(&sleeper).is_empty() {
+    while !containers_in("podman", "clearml-task-id", &sleeper).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the podman container is still there"
@@ -904,19 +881,6 @@ fn podman_runs_a_task() {
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("podman abort -> container gone in {:?}", started.elapsed());
-}
-
-/// Podman containers (all states) of a task.
-fn podman_containers(task: &str) -> Vec<String> {
-    let out = Command::new("podman")
-        .args(["ps", "-a", "-q", "--filter"])
-        .arg(format!("label=clearml-task-id={task}"))
-        .output()
-        .expect("podman ps");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 const OWNER_MAIN: &str = "import json, os, urllib.request\n\
