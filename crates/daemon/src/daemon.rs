@@ -113,22 +113,17 @@ pub async fn run_daemon(
         console.line(&format!("  {}  {}", q.id, q.name));
     }
     let queue_ids: Vec<String> = queues.iter().map(|q| q.id.clone()).collect();
-    if let Err(e) = client
-        .call(
-            "workers.register",
-            json!({"worker": worker_id, "queues": queue_ids}),
-        )
-        .await
-    {
-        console.line(&format!("Warning: could not register the worker: {e}"));
-    }
-    let reporter = StatusReporter::start(
+    let (reporter, registered) = StatusReporter::register(
         client.clone(),
         worker_id.clone(),
         queue_ids.clone(),
         settings.status_report,
         opts.child_report_tags.clone(),
-    );
+    )
+    .await;
+    if let Err(e) = registered {
+        console.line(&format!("Warning: could not register the worker: {e}"));
+    }
     // --- cache size policy (issue 5, clearml-cachepolicy): every 10 minutes, and before
     // each task below. `console` is borrowed, so the timer's lines come back on a channel.
     let cache_policy = match clearml_cachepolicy::from_config(config) {

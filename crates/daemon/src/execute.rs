@@ -198,19 +198,14 @@ pub async fn execute_monitored(
     settings.monitor.echo = true;
     settings.monitor.log_file = opts.log_file.clone();
     let reporter = if opts.full_monitoring {
-        let _ = client
-            .call(
-                "workers.register",
-                json!({"worker": worker_id, "queues": []}),
-            )
-            .await;
-        let r = StatusReporter::start(
+        let (r, _) = StatusReporter::register(
             client.clone(),
             worker_id.clone(),
             Vec::new(),
             settings.status_report,
             Vec::new(),
-        );
+        )
+        .await;
         r.set_daemon(false);
         r.set_task(Some(task_id.clone()), None);
         Some(r)

@@ -199,20 +199,14 @@ impl Services<'_> {
             ));
         }
         let queue = &self.queues[idx];
-        let _ = base
-            .client
-            .call(
-                "workers.register",
-                json!({"worker": worker_id, "queues": [queue.id]}),
-            )
-            .await;
-        let reporter = StatusReporter::start(
+        let (reporter, _) = StatusReporter::register(
             base.client.clone(),
             worker_id.clone(),
             vec![queue.id.clone()],
             self.status_report,
             self.child_report_tags.clone(),
-        );
+        )
+        .await;
         reporter.set_task(Some(task.clone()), Some(queue.id.clone()));
         let runner = Runner {
             client: base.client.clone(),

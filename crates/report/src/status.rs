@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clearml_api::Client;
+use clearml_api::{ApiError, Client};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -59,6 +59,27 @@ impl StatusReporter {
         };
         let handle = tokio::spawn(reporter.run(rx, period.max(SAMPLE_EVERY)));
         StatusReporter { commands, handle }
+    }
+
+    /// Registers `worker_id` with its queues (`workers.register`), then starts reporting it
+    /// as [`StatusReporter::start`] does. The reporter starts even when the registration
+    /// failed (a server blip must not stop a worker); the error is the caller's to show.
+    pub async fn register(
+        client: Arc<Client>,
+        worker_id: String,
+        queues: Vec<String>,
+        period: Duration,
+        tags: Vec<String>,
+    ) -> (StatusReporter, Result<(), ApiError>) {
+        let registered = client
+            .call(
+                "workers.register",
+                json!({"worker": worker_id, "queues": queues}),
+            )
+            .await
+            .map(drop);
+        let reporter = StatusReporter::start(client, worker_id, queues, period, tags);
+        (reporter, registered)
     }
 
     /// The task the worker runs now (and the queue it came from); a change is reported at

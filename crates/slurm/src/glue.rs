@@ -128,22 +128,17 @@ pub async fn run_glue(
         console.line(&format!("  {}  {}  template: {name}", q.id, q.name));
     }
     let queue_ids: Vec<String> = queues.iter().map(|q| q.id.clone()).collect();
-    if let Err(e) = client
-        .call(
-            "workers.register",
-            json!({"worker": worker_id, "queues": queue_ids}),
-        )
-        .await
-    {
-        console.line(&format!("Warning: could not register the worker: {e}"));
-    }
-    let reporter = StatusReporter::start(
+    let (reporter, registered) = StatusReporter::register(
         client.clone(),
         worker_id.clone(),
         queue_ids,
         settings.status_report,
         vec!["slurm".into()],
-    );
+    )
+    .await;
+    if let Err(e) = registered {
+        console.line(&format!("Warning: could not register the worker: {e}"));
+    }
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
