@@ -28,7 +28,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -37,71 +37,18 @@ use serde_json::{Value, json};
 #[path = "agent_bench/docker.rs"]
 mod docker;
 
+use clearml_bench::{Kill, git, run, spawn_server, workspace};
+
 const KEY: &str = "BENCHAGENTACCESSKEY";
 const SECRET: &str = "BENCH-AGENT-SECRET-1f3870be274f6c49b3e";
 const READY: &str = "Environment setup completed successfully";
 const IMAGE: &str = "clearml-agent-test/python:bookworm";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn workspace() -> PathBuf {
-    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    w.canonicalize().unwrap_or(w)
-}
 
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    run(Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@bench"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir))
-}
-
-/// The server command's address line: `listening: API host:port, files host:port`.
-fn spawn_server(cmd: &mut Command) -> anyhow::Result<(Child, u16, u16)> {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("the server")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let port =
-        |s: &str| -> Option<u16> { s.split(',').next()?.rsplit(':').next()?.trim().parse().ok() };
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(rest) = line.split("listening: API ").nth(1) {
-            let files = rest.split("files ").nth(1).and_then(port);
-            if let (Some(api), Some(files)) = (port(rest), files) {
-                std::thread::spawn(move || for _ in lines {});
-                return Ok((child, api, files));
-            }
-        }
-    }
-    let _ = child.kill();
-    bail!("the server exited before printing its address")
 }
 
 /// Resident memory of a process, in MB.

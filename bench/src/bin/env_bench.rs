@@ -24,7 +24,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -33,64 +33,7 @@ const KEY: &str = "BENCHENVACCESSKEY";
 const SECRET: &str = "BENCH-ENV-SECRET-98f00b204e9800998";
 const READY: &str = "Environment setup completed successfully";
 
-/// Spawns the server command (ports 0: the system picks) and reads the API and files ports
-/// from the address line it prints; the rest of its output is drained in a thread.
-fn spawn_server(cmd: &mut Command) -> anyhow::Result<(std::process::Child, u16, u16)> {
-    use std::io::BufRead as _;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the server")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let port =
-        |s: &str| -> Option<u16> { s.split(',').next()?.rsplit(':').next()?.trim().parse().ok() };
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(rest) = line.split("listening: API ").nth(1) {
-            let files = rest.split("files ").nth(1).and_then(port);
-            if let (Some(api), Some(files)) = (port(rest), files) {
-                std::thread::spawn(move || for _ in lines {});
-                return Ok((child, api, files));
-            }
-        }
-    }
-    let _ = child.kill();
-    bail!("the server exited before printing its address")
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    run(Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@bench"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir))
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use clearml_bench::{Kill, git, run, spawn_server, workspace};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Which {
@@ -277,7 +220,7 @@ fn main() -> anyhow::Result<()> {
             .stderr(Stdio::null()),
     )?;
     let api = format!("http://127.0.0.1:{port}");
-    let _server = Server(child);
+    let _server = Kill(child);
     let conf = dir.join("clearml.conf");
     std::fs::write(
         &conf,

@@ -15,7 +15,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,14 +25,7 @@ use serde_json::json;
 const KEY: &str = "BENCHLOGACCESSKEY";
 const SECRET: &str = "BENCH-LOG-SECRET-0cc175b9c0f1b6a8";
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use clearml_bench::Kill;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::json;
 
-use crate::{Bench, IMAGE, Kill, Which, run};
+use clearml_bench::{Kill, run};
+
+use crate::{Bench, IMAGE, Which};
 
 /// Docker mode side by side: per agent, a daemon in docker mode on its own queue runs the same
 /// task in the same image three times (the first fills the caches); enqueue to `completed`.
